@@ -1,0 +1,211 @@
+"""The backend contract: what every backend offers, and the checks every run goes through."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .circuit import Circuit
+from .errors import (
+    NonFiniteParameterError,
+    ParameterCountError,
+    ParameterValueError,
+    ShotsError,
+    TooManyQubitsError,
+)
+from .observables import Observable, ObservableLike, as_observables
+
+__all__ = ["Backend", "Capabilities", "RunRequest", "RunResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can run. Frozen: a backend's capabilities are data, not behaviour."""
+
+    max_qubits: int
+    native_gates: frozenset[str]
+    supports_exact: bool
+    supports_shots: bool
+    max_batch: int | None = None
+    max_shots: int | None = None
+    #: Qubit pairs a two-qubit gate may act on; ``None`` means all-to-all.
+    connectivity: frozenset[tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A validated run: ``parameter_values`` is float64 ``[B, P]``, finite."""
+
+    circuit: Circuit
+    parameter_values: NDArray[np.float64]
+    observables: tuple[Observable, ...] | None
+    shots: int | None
+    seed: int | None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.parameter_values.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of one run.
+
+    ``expectations`` is ``[B, n_observables]`` for an expectation run (exact, or estimated
+    from ``shots``); ``counts`` is one ``{bitstring: count}`` per binding for a sampling run,
+    bit strings in Qiskit's order (classical bit 0 rightmost).
+    """
+
+    backend: str
+    batch_size: int
+    shots: int | None
+    expectations: NDArray[np.float64] | None = None
+    counts: list[dict[str, int]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_shots(shots: object, limit: int | None) -> int:
+    if isinstance(shots, bool) or not isinstance(shots, int | np.integer):
+        raise ShotsError(f"shots must be a positive integer, got {shots!r}")
+    if shots <= 0:
+        raise ShotsError(f"shots must be a positive integer, got {shots}")
+    if limit is not None and shots > limit:
+        raise ShotsError(f"{shots} shots exceed this backend's limit of {limit}")
+    return int(shots)
+
+
+def _as_values(circuit: Circuit, values: ArrayLike | None) -> NDArray[np.float64]:
+    p = circuit.num_parameters
+    if values is None:
+        if p:
+            raise ParameterCountError(
+                f"the circuit has {p} parameters ({', '.join(x.name for x in circuit.parameters)})"
+                " but no parameter_values were given"
+            )
+        return np.zeros((1, 0))
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ParameterValueError(
+            f"parameter_values must be a real array of shape [B, {p}]: {exc}"
+        ) from None
+    if array.ndim == 1:
+        array = array[None, :] if p else array.reshape(-1, 0)
+    if array.ndim != 2:
+        raise ParameterValueError(
+            f"parameter_values must have shape [B, {p}], got an array of shape {array.shape}"
+        )
+    if array.shape[1] != p:
+        raise ParameterCountError(
+            f"each binding needs {p} values (one per circuit parameter), got {array.shape[1]}"
+        )
+    if array.shape[0] == 0:
+        raise ParameterValueError("parameter_values holds no bindings (B = 0)")
+    if not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise NonFiniteParameterError(
+            f"parameter value [{bad[0]}, {bad[1]}] ({circuit.parameters[bad[1]].name}) is "
+            f"{array[bad[0], bad[1]]}; values must be finite"
+        )
+    return np.ascontiguousarray(array)
+
+
+class Backend(abc.ABC):
+    """A place circuits run. Subclasses implement :meth:`_execute` and ``capabilities``.
+
+    ``run`` validates every input the same way for every backend before anything is
+    executed, so a bad call never reaches a device (or a bill).
+    """
+
+    name: str = "backend"
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend can run."""
+
+    @abc.abstractmethod
+    async def _execute(self, request: RunRequest) -> RunResult:
+        """Run a validated request."""
+
+    def estimate_cost(self, circuit: Circuit, shots: int | None) -> float:
+        """Estimated price in USD of one job of ``circuit`` with ``shots`` (0 when free)."""
+        return 0.0
+
+    def validate(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None = None,
+        observables: Sequence[ObservableLike] | ObservableLike | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+    ) -> RunRequest:
+        """Check a run against the contract and this backend's capabilities."""
+        caps = self.capabilities
+        if not isinstance(circuit, Circuit):
+            raise ParameterValueError(f"expected a backends.Circuit, got {type(circuit).__name__}")
+        if circuit.num_qubits > caps.max_qubits:
+            raise TooManyQubitsError(
+                f"the circuit has {circuit.num_qubits} qubits but {self.name} offers at most "
+                f"{caps.max_qubits}"
+            )
+        values = _as_values(circuit, parameter_values)
+        if caps.max_batch is not None and values.shape[0] > caps.max_batch:
+            raise ParameterValueError(
+                f"{values.shape[0]} bindings exceed {self.name}'s max batch of {caps.max_batch}"
+            )
+        obs = (
+            None if observables is None else tuple(as_observables(observables, circuit.num_qubits))
+        )
+        if shots is not None:
+            shots = _as_shots(shots, caps.max_shots)
+            if not caps.supports_shots:
+                raise ShotsError(f"{self.name} does not sample shots; call run without shots")
+        elif obs is None:
+            raise ShotsError("a run needs observables (expectations), shots (counts), or both")
+        elif not caps.supports_exact:
+            raise ShotsError(f"{self.name} has no exact mode; give shots to estimate expectations")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ParameterValueError(f"seed must be an integer or None, got {seed!r}")
+        return RunRequest(circuit, values, obs, shots, None if seed is None else int(seed))
+
+    async def run(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None = None,
+        observables: Sequence[ObservableLike] | ObservableLike | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+    ) -> RunResult:
+        """Run ``circuit`` for every binding in ``parameter_values`` (shape ``[B, P]``).
+
+        With ``observables`` and no ``shots``: exact expectations ``[B, n_obs]``. With
+        ``shots`` and no observables: per-binding counts. With both: expectations estimated
+        from ``shots`` measurements of each Pauli term.
+        """
+        request = self.validate(circuit, parameter_values, observables, shots, seed)
+        return await self._execute(request)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the backend holds (threads, connections)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        caps = self.capabilities
+        return f"{type(self).__name__}(name={self.name!r}, max_qubits={caps.max_qubits})"

@@ -1,0 +1,109 @@
+"""The exception hierarchy of the ``backends`` package.
+
+Every error the project raises derives from :class:`QuantumDBError`; it lives here, in the
+lowest layer, so that ``quantum_db`` and ``quantum_ml`` can derive their own roots from it
+without importing upward. Errors caused by bad input also derive from ``ValueError`` so that
+generic callers can catch them the usual way.
+
+    QuantumDBError
+    └── BackendError                      root of this package
+        ├── CircuitError (ValueError)     a circuit that cannot be built as asked
+        │   ├── QubitIndexError           qubit or clbit index out of range / repeated
+        │   ├── UnknownGateError          gate name not in the gate set
+        │   ├── UnsupportedInstructionError  a foreign (Qiskit) instruction we cannot express
+        │   └── ParameterExpressionError  an angle that is not affine in one parameter
+        ├── ParameterValueError (ValueError)  bad parameter bindings
+        │   ├── ParameterCountError       wrong number of values per binding
+        │   └── NonFiniteParameterError   NaN or infinity among the values
+        ├── ObservableError (ValueError)  a Pauli observable of the wrong width or alphabet
+        ├── ShotsError (ValueError)       shots that are not a positive integer
+        ├── CapacityError                 the job does not fit the backend
+        │   └── TooManyQubitsError (ValueError)  more qubits than the backend offers
+        │       └── SimulatorMemoryError  the state vector would not fit in memory
+        └── MissingDependencyError (ImportError)  an optional SDK is not installed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CapacityError",
+    "CircuitError",
+    "MissingDependencyError",
+    "NonFiniteParameterError",
+    "ObservableError",
+    "ParameterCountError",
+    "ParameterExpressionError",
+    "ParameterValueError",
+    "QuantumDBError",
+    "QubitIndexError",
+    "ShotsError",
+    "SimulatorMemoryError",
+    "TooManyQubitsError",
+    "UnknownGateError",
+    "UnsupportedInstructionError",
+]
+
+
+class QuantumDBError(Exception):
+    """Root of every error raised by quantum-db."""
+
+
+class BackendError(QuantumDBError):
+    """Root of the errors raised by the ``backends`` package."""
+
+
+class CircuitError(BackendError, ValueError):
+    """A circuit that cannot be built or converted as asked."""
+
+
+class QubitIndexError(CircuitError):
+    """A qubit or classical bit index outside the circuit, or used twice in one gate."""
+
+
+class UnknownGateError(CircuitError):
+    """A gate name that is not part of the circuit model's gate set."""
+
+
+class UnsupportedInstructionError(CircuitError):
+    """A foreign instruction (e.g. from a Qiskit circuit) with no equivalent here."""
+
+
+class ParameterExpressionError(CircuitError):
+    """An angle that is not of the form ``a * parameter + b``."""
+
+
+class ParameterValueError(BackendError, ValueError):
+    """Parameter bindings that cannot be used for a run."""
+
+
+class ParameterCountError(ParameterValueError):
+    """The number of values per binding differs from the circuit's parameter count."""
+
+
+class NonFiniteParameterError(ParameterValueError):
+    """A parameter value is NaN or infinite."""
+
+
+class ObservableError(BackendError, ValueError):
+    """An observable of the wrong width, with a bad character, or with bad weights."""
+
+
+class ShotsError(BackendError, ValueError):
+    """A shot count that is not a positive integer (or above the backend's limit)."""
+
+
+class CapacityError(BackendError):
+    """The job does not fit what the backend can run."""
+
+
+class TooManyQubitsError(CapacityError, ValueError):
+    """The circuit is wider than the backend's ``capabilities.max_qubits``."""
+
+
+class SimulatorMemoryError(TooManyQubitsError):
+    """The state vector of the circuit would not fit in the simulator's memory budget."""
+
+
+class MissingDependencyError(BackendError, ImportError):
+    """An optional SDK is needed for this call; the message gives the pip command."""
