@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedInstructionError,
 )
 from .gates import GATES, GateSpec
+from .manager import BackendManager, UnknownBackendError
 from .observables import Observable, PauliTerm
 from .parameters import Angle, Parameter
 from .simulator import SimulatorBackend
@@ -34,6 +35,7 @@ __all__ = [
     "Angle",
     "Backend",
     "BackendError",
+    "BackendManager",
     "Capabilities",
     "CapacityError",
     "Circuit",
@@ -58,6 +60,7 @@ __all__ = [
     "SimulatorBackend",
     "SimulatorMemoryError",
     "TooManyQubitsError",
+    "UnknownBackendError",
     "UnknownGateError",
     "UnsupportedInstructionError",
 ]

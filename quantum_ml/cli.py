@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+
+from backends.errors import QuantumDBError
 
 from .demo import run_demo
 
@@ -26,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init = commands.add_parser("init", help="create or upgrade the registry schema")
+    init.add_argument(
+        "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
+    datasets = commands.add_parser("datasets", help="list stored datasets")
+    datasets.add_argument(
+        "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
     demo = commands.add_parser("demo", help="run the built-in simulator demo")
     demo.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
     demo.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
@@ -33,8 +44,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _init(url: str | None) -> int:
+    from quantum_db.registry import Registry, redact_url, upgrade
+    from quantum_db.settings import Settings
+
+    target = url or Settings().resolved_database_url()
+    registry = Registry(target)
+    try:
+        revision = await upgrade(registry)
+    finally:
+        await registry.aclose()
+    print(f"{redact_url(target)}: schema at revision {revision}")
+    return 0
+
+
+async def _datasets(url: str | None) -> int:
+    from quantum_db import QuantumDatabase
+
+    async with QuantumDatabase(url).connect() as db:
+        infos = await db.list_datasets()
+    if not infos:
+        print("no datasets stored")
+        return 0
+    print(f"{'name':<24} {'version':>7} {'samples':>9} {'dim':>5} {'labels':<10} created")
+    for i in infos:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
+        print(
+            f"{i.name:<24} {i.version:>7} {i.n_samples:>9} {i.dim:>5} {i.label_kind:<10} {created}"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except QuantumDBError as exc:
+        print(f"qdb {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        return asyncio.run(_init(args.url))
+    if args.command == "datasets":
+        return asyncio.run(_datasets(args.url))
     if args.command == "demo":
         if not 2 <= args.qubits <= 20 or not 1 <= args.layers <= 10:
             print("qdb demo: --qubits must be 2..20 and --layers 1..10", file=sys.stderr)

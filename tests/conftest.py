@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import uuid
 import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,3 +49,52 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A generator seeded from the test's name: stable across runs and test orders."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# ---------------------------------------------------------------- databases
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _postgres_available() -> bool:
+    try:
+        import asyncpg
+    except ImportError:
+        return False
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    if not await _postgres_available():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (CI starts it)")
+    import asyncpg
+
+    name = f"qdb_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every registry test runs on a real SQLite file and on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'qdb.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -174,9 +174,17 @@ def _split(
     """
     if owner.shape[0] == 1:
         return used, owner, cols
+    # Sort bindings by (row, angle values) and cut where consecutive keys differ: the same
+    # grouping as np.unique(axis=0), several times faster on these small, wide keys.
     keys = np.column_stack([owner.astype(np.float64), cols])
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    boundary = np.empty(ordered.shape[0], dtype=bool)
+    boundary[0] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=boundary[1:])
+    inverse = np.empty(ordered.shape[0], dtype=np.intp)
+    inverse[order] = np.cumsum(boundary) - 1
+    unique = ordered[boundary]
     parents = unique[:, 0].astype(np.intp)
     first = np.ones(len(unique), dtype=bool)
     first[1:] = parents[1:] != parents[:-1]

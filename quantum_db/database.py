@@ -1,0 +1,294 @@
+"""``QuantumDatabase``: one async facade over the registry, the vector store and the backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from numpy.typing import ArrayLike
+
+from backends import BackendManager
+
+from .checkpoints import CheckpointStore
+from .datasets import Dataset, DatasetInfo, DatasetStore
+from .errors import ConfigurationError, DatabaseError, NotConnectedError
+from .loader import MLDataLoader
+from .metrics import MetricsLogger
+from .models import ModelRegistry
+from .registry.engine import Registry, redact_url
+from .registry.migrate import check_schema
+from .runs import RunStore
+from .settings import Settings
+from .vectorstores.base import VectorStore
+
+__all__ = ["QuantumDatabase"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Open:
+    """Everything a live connection holds, dropped as a whole on close."""
+
+    registry: Registry
+    vectors: VectorStore
+    backend_manager: BackendManager
+    owns_backends: bool
+    datasets: DatasetStore
+    models: ModelRegistry
+    checkpoints: CheckpointStore
+    metrics: MetricsLogger
+    runs: RunStore
+    loaders: weakref.WeakSet[MLDataLoader]
+
+
+class QuantumDatabase:
+    """Training data, models, checkpoints and metrics in one place.
+
+    ``QuantumDatabase()`` is the embedded default: a SQLite file in the working directory
+    (``QDB_DATABASE_URL`` overrides it), vectors kept in the same database, and the built-in
+    simulator. ``QuantumDatabase("postgresql+asyncpg://user@host/db", vector_store="pinecone")``
+    scales out with the same API. Everything happens inside ``async with db.connect():``,
+    which checks the schema (an empty database is upgraded; one that is behind is refused
+    with a message to run ``qdb init``) and closes everything on exit, error or
+    cancellation.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        vector_store: str | VectorStore | None = None,
+        settings: Settings | None = None,
+        backend_manager: BackendManager | None = None,
+        upgrade_empty: bool = True,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.url = url or self.settings.resolved_database_url()
+        choice = vector_store if vector_store is not None else self.settings.vector_store
+        if isinstance(choice, str) and choice not in ("local", "pinecone"):
+            raise ConfigurationError(
+                f"vector_store must be 'local', 'pinecone' or a VectorStore, got {choice!r}"
+            )
+        self._vector_choice: str | VectorStore = choice
+        self._given_backends = backend_manager
+        self._upgrade_empty = upgrade_empty
+        self._open: _Open | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[QuantumDatabase]:
+        if self._open is not None:
+            raise DatabaseError("this QuantumDatabase is already connected")
+        registry = Registry(self.url)
+        vectors: VectorStore | None = None
+        manager: BackendManager | None = None
+        try:
+            await check_schema(registry, upgrade_empty=self._upgrade_empty)
+            vectors = self._make_vector_store(registry)
+            await vectors.open()
+            manager = self._given_backends or BackendManager()
+            self._open = _Open(
+                registry=registry,
+                vectors=vectors,
+                backend_manager=manager,
+                owns_backends=self._given_backends is None,
+                datasets=DatasetStore(registry, vectors),
+                models=ModelRegistry(registry),
+                checkpoints=CheckpointStore(registry, keep_last=self.settings.checkpoint_keep_last),
+                metrics=MetricsLogger(
+                    registry, flush_interval=self.settings.metrics_flush_interval_s
+                ),
+                runs=RunStore(registry),
+                loaders=weakref.WeakSet(),
+            )
+        except BaseException:
+            await asyncio.shield(_close_parts(registry, vectors, None, None))
+            raise
+        try:
+            yield self
+        finally:
+            state, self._open = self._open, None
+            # Shielded: a cancelled task still flushes metrics and releases connections.
+            await asyncio.shield(_close_connection(state))
+
+    def _make_vector_store(self, registry: Registry) -> VectorStore:
+        choice = self._vector_choice
+        if isinstance(choice, VectorStore):
+            return choice
+        if choice == "local":
+            from .vectorstores.local import LocalVectorStore
+
+            return LocalVectorStore(registry)
+        from .vectorstores.pinecone import PineconeVectorStore
+
+        return PineconeVectorStore(self.settings)
+
+    def _state(self) -> _Open:
+        if self._open is None:
+            raise NotConnectedError(
+                "the database is not connected: use it inside `async with db.connect():`"
+            )
+        return self._open
+
+    @property
+    def connected(self) -> bool:
+        return self._open is not None
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def registry(self) -> Registry:
+        return self._state().registry
+
+    @property
+    def vector_store(self) -> VectorStore:
+        return self._state().vectors
+
+    @property
+    def backend_manager(self) -> BackendManager:
+        return self._state().backend_manager
+
+    @property
+    def models(self) -> ModelRegistry:
+        return self._state().models
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        return self._state().checkpoints
+
+    @property
+    def metrics(self) -> MetricsLogger:
+        return self._state().metrics
+
+    @property
+    def runs(self) -> RunStore:
+        return self._state().runs
+
+    # ------------------------------------------------------------------ datasets
+    async def store_training_data(
+        self,
+        dataset_id: str,
+        data: ArrayLike,
+        labels: ArrayLike,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        splits: Mapping[str, float] | None = None,
+        split_seed: int = 0,
+        encoding: Mapping[str, Any] | None = None,
+    ) -> DatasetInfo:
+        """Validate and store a new version of ``dataset_id``, atomically.
+
+        ``data`` is ``[n_samples, n_features]`` of finite numbers, ``labels`` one integer
+        class or float target per sample. ``splits`` (default 80/10/10 train/validation/
+        test, stratified by class) is drawn with ``split_seed``. ``encoding`` (encoder,
+        scaling, n_qubits) is stored with the feature statistics it needs.
+        """
+        return await self._state().datasets.store(
+            dataset_id,
+            data,
+            labels,
+            metadata,
+            splits=splits,
+            split_seed=split_seed,
+            encoding=encoding,
+        )
+
+    async def list_datasets(self) -> list[DatasetInfo]:
+        return await self._state().datasets.list()
+
+    async def get_dataset(self, dataset_id: str, version: int | None = None) -> Dataset:
+        """The dataset's info, data, labels and split assignment (latest version by default)."""
+        return await self._state().datasets.load(dataset_id, version)
+
+    async def delete_dataset(self, dataset_id: str, version: int | None = None) -> int:
+        return await self._state().datasets.delete(dataset_id, version)
+
+    def create_ml_data_loader(
+        self,
+        dataset_id: str,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        seed: int | None = None,
+        split: str | None = None,
+        drop_last: bool = False,
+        *,
+        version: int | None = None,
+    ) -> MLDataLoader:
+        """A seeded mini-batch loader over ``dataset_id`` (``async for x, y in loader``)."""
+        state = self._state()
+        datasets = state.datasets
+
+        async def source() -> Dataset:
+            return await datasets.load(dataset_id, version)
+
+        loader = MLDataLoader(
+            source,
+            name=dataset_id,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            split=split,
+            drop_last=drop_last,
+        )
+        state.loaders.add(loader)
+        return loader
+
+    def __repr__(self) -> str:
+        store = (
+            self._vector_choice
+            if isinstance(self._vector_choice, str)
+            else type(self._vector_choice).__name__
+        )
+        return (
+            f"QuantumDatabase(url={redact_url(self.url)!r}, vector_store={store!r}, "
+            f"connected={self.connected})"
+        )
+
+
+async def _close_parts(
+    registry: Registry,
+    vectors: VectorStore | None,
+    manager: BackendManager | None,
+    metrics: MetricsLogger | None,
+) -> None:
+    errors: list[BaseException] = []
+    for step in (
+        metrics.aclose if metrics else None,
+        vectors.aclose if vectors else None,
+        manager.aclose if manager else None,
+        registry.aclose,
+    ):
+        if step is None:
+            continue
+        try:
+            await step()
+        except Exception as exc:  # close everything, then report the first failure
+            logger.exception("closing %s failed", step)
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+async def _close_connection(state: _Open | None) -> None:
+    if state is None:
+        return
+    for loader in list(state.loaders):
+        # A loader made in this connection but never read loads now, so that it keeps
+        # working (e.g. as_torch()) after the connection is gone.
+        if not loader.loaded:
+            try:
+                await loader.load()
+            except Exception:
+                logger.warning("loader over %r could not be read before closing", loader.name)
+        loader._detach()
+    await _close_parts(
+        state.registry,
+        state.vectors,
+        state.backend_manager if state.owns_backends else None,
+        state.metrics,
+    )

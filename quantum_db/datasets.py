@@ -1,0 +1,398 @@
+"""Training datasets: validation, atomic versioned storage in the vector store, reading back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from .errors import (
+    DatasetNotFoundError,
+    DataShapeError,
+    DataValidationError,
+    EmptyDatasetError,
+    InvalidNameError,
+    NonFiniteDataError,
+    RegistryError,
+)
+from .registry.engine import Registry
+from .registry.schema import DatasetRow
+from .vectorstores.base import VectorRecord, VectorStore
+
+__all__ = [
+    "DEFAULT_SPLITS",
+    "Dataset",
+    "DatasetInfo",
+    "DatasetStore",
+    "validate_name",
+]
+
+DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
+SPLIT_NAMES = ("train", "validation", "test")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+#: Rows per vector-store write; bounds memory for large datasets.
+_WRITE_BATCH = 10_000
+
+
+def validate_name(name: object, what: str = "dataset") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidNameError(
+            f"{what} name {name!r} is not allowed: use 1-128 characters from "
+            "[A-Za-z0-9_.-], starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    """What the registry knows about one version of a dataset."""
+
+    id: str
+    name: str
+    version: int
+    n_samples: int
+    dim: int
+    label_kind: Literal["class", "regression"]
+    n_classes: int | None
+    encoding: dict[str, Any]
+    splits: dict[str, Any]
+    metadata: dict[str, Any]
+    content_hash: str
+    created_at: float
+    namespace: str = field(repr=False)
+
+    @classmethod
+    def from_row(cls, row: DatasetRow) -> DatasetInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            n_samples=row.n_samples,
+            dim=row.dim,
+            label_kind=row.label_kind,  # type: ignore[arg-type]
+            n_classes=row.n_classes,
+            encoding=row.encoding,
+            splits=row.splits,
+            metadata=row.user_metadata,
+            content_hash=row.content_hash,
+            created_at=row.created_at,
+            namespace=row.namespace,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A dataset version read back: ``data [N, dim]``, ``labels [N]``, ``split [N]``."""
+
+    info: DatasetInfo
+    data: NDArray[np.float64]
+    labels: NDArray[Any]
+    split: NDArray[np.str_]
+
+    def subset(self, split: str | None) -> tuple[NDArray[np.float64], NDArray[Any]]:
+        if split is None:
+            return self.data, self.labels
+        if split not in SPLIT_NAMES:
+            raise DataValidationError(f"split must be one of {SPLIT_NAMES} or None, got {split!r}")
+        mask = self.split == split
+        return self.data[mask], self.labels[mask]
+
+
+def _validate_data(data: ArrayLike) -> NDArray[np.float64]:
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except ValueError as exc:
+        text = str(exc)
+        if "inhomogeneous" in text or "sequence" in text:
+            raise DataShapeError(
+                "data is ragged: every sample needs the same number of features"
+            ) from None
+        raise DataValidationError(f"data must be numeric: {text}") from None
+    except TypeError as exc:
+        raise DataValidationError(f"data must be a numeric array: {exc}") from None
+    if array.ndim == 1:
+        raise DataShapeError(
+            f"data must be 2-D [n_samples, n_features]; got a 1-D array of length {array.size} "
+            "(use data.reshape(-1, 1) for one feature, or data.reshape(1, -1) for one sample)"
+        )
+    if array.ndim != 2:
+        raise DataShapeError(f"data must be 2-D [n_samples, n_features]; got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise EmptyDatasetError(f"data has shape {array.shape}: no samples or no features")
+    if not np.all(np.isfinite(array)):
+        row, col = np.argwhere(~np.isfinite(array))[0]
+        raise NonFiniteDataError(
+            f"data[{row}, {col}] is {array[row, col]}; training data must be finite"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _validate_labels(labels: ArrayLike, n: int) -> tuple[NDArray[Any], str, int | None]:
+    try:
+        array = np.asarray(labels)
+    except ValueError:
+        raise DataShapeError("labels are ragged: give one scalar label per sample") from None
+    if array.ndim != 1:
+        raise DataShapeError(f"labels must be 1-D (one per sample); got shape {array.shape}")
+    if array.shape[0] != n:
+        raise DataShapeError(f"{array.shape[0]} labels for {n} samples: give one label per sample")
+    if array.dtype.kind == "b":
+        array = array.astype(np.int64)
+    if array.dtype.kind in "iu":
+        values = array.astype(np.int64)
+        return values, "class", int(np.unique(values).size)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            (row,) = np.argwhere(~np.isfinite(array))[0]
+            raise NonFiniteDataError(f"labels[{row}] is {array[row]}; labels must be finite")
+        values = array.astype(np.float64)
+        return values, "regression", None
+    raise DataValidationError(
+        f"labels must be integers (classes) or floats (regression targets), got dtype "
+        f"{array.dtype}; map class names to integers first"
+    )
+
+
+def _split_assignment(
+    labels: NDArray[Any], label_kind: str, fractions: Mapping[str, float], seed: int
+) -> NDArray[np.str_]:
+    """Seeded split of the rows; stratified by class so small classes appear in each split."""
+    unknown = set(fractions) - set(SPLIT_NAMES)
+    if unknown or not fractions:
+        raise DataValidationError(f"splits must use the names {SPLIT_NAMES}, got {dict(fractions)}")
+    values = np.array([float(fractions.get(s, 0.0)) for s in SPLIT_NAMES])
+    if np.any(values < 0) or not np.isclose(values.sum(), 1.0):
+        raise DataValidationError(
+            f"split fractions must be >= 0 and sum to 1, got {dict(fractions)}"
+        )
+    n = labels.shape[0]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n, dtype="<U10")
+    groups = (
+        [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        if label_kind == "class"
+        else [np.arange(n)]
+    )
+    for rows in groups:
+        rows = rows[rng.permutation(rows.size)]
+        bounds = np.round(np.cumsum(values) * rows.size).astype(int)
+        start = 0
+        for name, stop in zip(SPLIT_NAMES, bounds, strict=True):
+            out[rows[start:stop]] = name
+            start = stop
+    return out
+
+
+def _content_hash(data: NDArray[np.float64], labels: NDArray[Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr((data.shape, labels.dtype.str)).encode())
+    digest.update(data.tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
+
+
+def _encoding_contract(
+    data: NDArray[np.float64], encoding: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    contract: dict[str, Any] = {"encoder": "angle", "scaling": "minmax", "n_qubits": data.shape[1]}
+    if encoding:
+        contract.update(dict(encoding))
+    if contract["encoder"] not in ("angle", "amplitude"):
+        raise DataValidationError(
+            f"encoding.encoder must be 'angle' or 'amplitude', got {contract['encoder']!r}"
+        )
+    if contract["scaling"] not in ("minmax", "standard", "none"):
+        raise DataValidationError(
+            f"encoding.scaling must be 'minmax', 'standard' or 'none', got {contract['scaling']!r}"
+        )
+    # The statistics the encoder's feature scaling needs, fixed at storage time.
+    contract["feature_min"] = data.min(axis=0).tolist()
+    contract["feature_max"] = data.max(axis=0).tolist()
+    contract["feature_mean"] = data.mean(axis=0).tolist()
+    contract["feature_std"] = data.std(axis=0).tolist()
+    return contract
+
+
+class DatasetStore:
+    """Datasets of one QuantumDatabase: samples in the vector store, versions in the registry.
+
+    A write puts the samples in a fresh namespace first and only then inserts the registry
+    row, in one transaction: until that commit nothing is visible, so a crash at any point
+    leaves the earlier versions exactly as they were (at worst an unreferenced namespace).
+    """
+
+    def __init__(self, registry: Registry, vectors: VectorStore) -> None:
+        self._registry = registry
+        self._vectors = vectors
+
+    async def store(
+        self,
+        name: str,
+        data: ArrayLike,
+        labels: ArrayLike,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        splits: Mapping[str, float] | None = None,
+        split_seed: int = 0,
+        encoding: Mapping[str, Any] | None = None,
+    ) -> DatasetInfo:
+        validate_name(name)
+        array = _validate_data(data)
+        values, label_kind, n_classes = _validate_labels(labels, array.shape[0])
+        fractions = dict(DEFAULT_SPLITS if splits is None else splits)
+        assignment = _split_assignment(values, label_kind, fractions, split_seed)
+        contract = _encoding_contract(array, encoding)
+        user_metadata = dict(metadata or {})
+        try:
+            json.dumps(user_metadata)
+        except (TypeError, ValueError) as exc:
+            raise DataValidationError(f"metadata must be JSON-serializable: {exc}") from None
+        await self._check_dimension(name, array.shape[1])
+
+        namespace = f"ds-{uuid.uuid4().hex}"
+        for start in range(0, array.shape[0], _WRITE_BATCH):
+            stop = min(start + _WRITE_BATCH, array.shape[0])
+            await self._vectors.upsert(
+                [
+                    VectorRecord(
+                        id=f"s{i:09d}",
+                        values=array[i],
+                        metadata={"row": i, "label": values[i].item(), "split": str(assignment[i])},
+                    )
+                    for i in range(start, stop)
+                ],
+                namespace=namespace,
+            )
+        counts = {s: int(np.count_nonzero(assignment == s)) for s in SPLIT_NAMES}
+        try:
+            return await self._commit(
+                name=name,
+                dim=array.shape[1],
+                n_samples=array.shape[0],
+                label_kind=label_kind,
+                n_classes=n_classes,
+                namespace=namespace,
+                encoding=contract,
+                splits={"fractions": fractions, "seed": split_seed, "counts": counts},
+                user_metadata=user_metadata,
+                content_hash=_content_hash(array, values),
+            )
+        except BaseException:
+            await self._vectors.delete(namespace=namespace, delete_all=True)
+            raise
+
+    async def _check_dimension(self, name: str, dim: int) -> None:
+        async with self._registry.session() as session:
+            existing = await session.scalar(
+                select(DatasetRow.dim).where(DatasetRow.name == name).limit(1)
+            )
+        if existing is not None and existing != dim:
+            raise DataShapeError(
+                f"dataset {name!r} has {existing} features in its earlier versions; this data "
+                f"has {dim}. Store it under another name"
+            )
+
+    async def _commit(self, **fields: Any) -> DatasetInfo:
+        for _ in range(20):  # concurrent writers of one name race for the next version
+            try:
+                async with self._registry.session() as session:
+                    existing = await session.scalar(
+                        select(DatasetRow.dim).where(DatasetRow.name == fields["name"]).limit(1)
+                    )
+                    if existing is not None and existing != fields["dim"]:
+                        raise DataShapeError(
+                            f"dataset {fields['name']!r} has {existing} features in its earlier "
+                            f"versions; this data has {fields['dim']}"
+                        )
+                    latest = await session.scalar(
+                        select(func.max(DatasetRow.version)).where(
+                            DatasetRow.name == fields["name"]
+                        )
+                    )
+                    row = DatasetRow(id=str(uuid.uuid4()), version=(latest or 0) + 1, **fields)
+                    session.add(row)
+                return DatasetInfo.from_row(row)
+            except RegistryError as exc:
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise RegistryError(f"could not allocate a version for dataset {fields['name']!r}")
+
+    async def list(self, name: str | None = None) -> list[DatasetInfo]:
+        query = select(DatasetRow).order_by(DatasetRow.name, DatasetRow.version)
+        if name is not None:
+            query = query.where(DatasetRow.name == name)
+        async with self._registry.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [DatasetInfo.from_row(r) for r in rows]
+
+    async def info(self, name: str, version: int | None = None) -> DatasetInfo:
+        query = select(DatasetRow).where(DatasetRow.name == name)
+        if version is None:
+            query = query.order_by(DatasetRow.version.desc()).limit(1)
+        else:
+            query = query.where(DatasetRow.version == version)
+        async with self._registry.session() as session:
+            row = await session.scalar(query)
+        if row is None:
+            known = sorted({i.name for i in await self.list()})
+            which = name if version is None else f"{name} v{version}"
+            raise DatasetNotFoundError(
+                f"no dataset {which!r}; stored datasets: {', '.join(known) or 'none'}"
+            )
+        return DatasetInfo.from_row(row)
+
+    async def load(self, name: str, version: int | None = None) -> Dataset:
+        info = await self.info(name, version)
+        ids, data, metadata = await _read_namespace(self._vectors, info.namespace)
+        if len(ids) != info.n_samples:
+            raise DataValidationError(
+                f"dataset {name!r} v{info.version} should hold {info.n_samples} samples but its "
+                f"namespace holds {len(ids)}; the vector store lost data"
+            )
+        rows = np.array([m["row"] for m in metadata], dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        dtype = np.int64 if info.label_kind == "class" else np.float64
+        labels = np.array([metadata[i]["label"] for i in order], dtype=dtype)
+        split = np.array([metadata[i]["split"] for i in order], dtype="<U10")
+        return Dataset(info, data[order], labels, split)
+
+    async def delete(self, name: str, version: int | None = None) -> int:
+        """Delete one version (or all); returns how many versions were removed."""
+        infos = [await self.info(name, version)] if version is not None else await self.list(name)
+        if not infos:
+            raise DatasetNotFoundError(f"no dataset {name!r}")
+        async with self._registry.session() as session:
+            await session.execute(
+                delete(DatasetRow).where(DatasetRow.id.in_([i.id for i in infos]))
+            )
+        # The rows are gone (and so the data invisible); now free the samples.
+        for info in infos:
+            await self._vectors.delete(namespace=info.namespace, delete_all=True)
+        return len(infos)
+
+
+async def _read_namespace(
+    store: VectorStore, namespace: str
+) -> tuple[list[str], NDArray[np.float64], list[dict[str, Any]]]:
+    reader = getattr(store, "read_namespace", None)
+    if reader is not None:
+        ids, data, metadata = await reader(namespace)
+        return list(ids), np.asarray(data, dtype=np.float64), list(metadata)
+    ids = await store.list_ids(namespace=namespace)
+    records: dict[str, VectorRecord] = {}
+    for start in range(0, len(ids), 1000):
+        records.update(await store.fetch(ids[start : start + 1000], namespace=namespace))
+    ordered = [records[i] for i in ids if i in records]
+    if not ordered:
+        return [], np.zeros((0, 0)), []
+    data = np.vstack([r.values for r in ordered]).astype(np.float64)
+    return [r.id for r in ordered], data, [r.metadata for r in ordered]

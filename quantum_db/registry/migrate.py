@@ -1,0 +1,87 @@
+"""Alembic revisions applied from code: upgrade to head, and refuse an out-of-date schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from ..errors import SchemaError, SchemaOutOfDateError
+from .engine import Registry
+
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "check_schema", "head_revision", "upgrade"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config() -> Config:
+    if not (MIGRATIONS_DIR / "env.py").exists():
+        raise SchemaError(
+            f"the Alembic migrations were not found at {MIGRATIONS_DIR}; install quantum-db "
+            "from its source tree (pip install -e .)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:
+        raise SchemaError(f"the migrations have {len(heads)} heads; expected exactly one")
+    return heads[0]
+
+
+def _state(connection: Connection) -> tuple[str | None, bool]:
+    """(current revision, whether the database has any table at all)."""
+    revision = MigrationContext.configure(connection).get_current_revision()
+    return revision, bool(inspect(connection).get_table_names())
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def upgrade(registry: Registry, revision: str = "head") -> str:
+    """Upgrade the registry's database to ``revision``; returns the revision reached."""
+    async with registry.engine.begin() as connection:
+        await connection.run_sync(_upgrade, revision)
+    async with registry.engine.connect() as connection:
+        reached, _ = await connection.run_sync(_state)
+    assert reached is not None
+    return reached
+
+
+async def check_schema(registry: Registry, *, upgrade_empty: bool = True) -> str:
+    """Make sure the schema is at head: upgrade an empty database, refuse one that is behind."""
+    head = head_revision()
+    async with registry.engine.connect() as connection:
+        current, has_tables = await connection.run_sync(_state)
+    if current == head:
+        return head
+    if current is None and not has_tables:
+        if upgrade_empty:
+            return await upgrade(registry)
+        raise SchemaOutOfDateError("the database is empty: run `qdb init` to create the schema")
+    if current is None:
+        raise SchemaError(
+            "the database has tables but no quantum-db schema version; point QDB_DATABASE_URL "
+            "at an empty database or one created by quantum-db"
+        )
+    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current not in known:
+        raise SchemaError(
+            f"the database is at schema revision {current}, which this quantum-db does not "
+            "know: it was created by a newer version; upgrade quantum-db"
+        )
+    raise SchemaOutOfDateError(
+        f"the database schema is at revision {current} but this quantum-db needs {head}: run "
+        "`qdb init` (or `qdb init --url URL`) to upgrade it"
+    )
