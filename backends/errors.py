@@ -20,15 +20,26 @@ generic callers can catch them the usual way.
         ├── CapacityError                 the job does not fit the backend
         │   └── TooManyQubitsError (ValueError)  more qubits than the backend offers
         │       └── SimulatorMemoryError  the state vector would not fit in memory
-        └── MissingDependencyError (ImportError)  an optional SDK is not installed
+        ├── MissingDependencyError (ImportError)  an optional SDK is not installed
+        ├── CredentialsError              an API key is missing or refused
+        ├── TransientBackendError         a retryable failure (429, 5xx, a dropped connection)
+        ├── BackendUnavailableError       the backend cannot be reached (retries exhausted)
+        ├── JobFailedError                the provider ran the job and reports it failed
+        │   └── JobTimeoutError           no result within the job's timeout (job cancelled)
+        └── BudgetExceededError           the job's estimated cost does not fit the budget
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendUnavailableError",
+    "BudgetExceededError",
     "CapacityError",
     "CircuitError",
+    "CredentialsError",
+    "JobFailedError",
+    "JobTimeoutError",
     "MissingDependencyError",
     "NonFiniteParameterError",
     "ObservableError",
@@ -40,6 +51,7 @@ __all__ = [
     "ShotsError",
     "SimulatorMemoryError",
     "TooManyQubitsError",
+    "TransientBackendError",
     "UnknownGateError",
     "UnsupportedInstructionError",
 ]
@@ -107,3 +119,27 @@ class SimulatorMemoryError(TooManyQubitsError):
 
 class MissingDependencyError(BackendError, ImportError):
     """An optional SDK is needed for this call; the message gives the pip command."""
+
+
+class CredentialsError(BackendError):
+    """An API key is missing or was refused; the message names the setting to fix."""
+
+
+class TransientBackendError(BackendError):
+    """A failure worth retrying: rate limiting (429), a 5xx, a dropped connection."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached, even after retries."""
+
+
+class JobFailedError(BackendError):
+    """The provider accepted the job but reports that it failed."""
+
+
+class JobTimeoutError(JobFailedError):
+    """The job had no result within its timeout; it was cancelled at the provider."""
+
+
+class BudgetExceededError(BackendError):
+    """The job's estimated cost does not fit what is left of the budget; nothing was sent."""

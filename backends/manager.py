@@ -1,72 +1,470 @@
-"""The BackendManager: the backends a QuantumDatabase can run on, and choosing among them."""
+"""The BackendManager: which backend runs a job, within what budget, with what retries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
+from typing import Any, Literal
 
-from .base import Backend
-from .errors import BackendError, CapacityError
+from numpy.typing import ArrayLike
+
+from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord
+from .base import Backend, RunResult
+from .circuit import Circuit
+from .errors import (
+    BackendError,
+    BackendUnavailableError,
+    BudgetExceededError,
+    CapacityError,
+    TransientBackendError,
+)
+from .observables import ObservableLike
 from .simulator import SimulatorBackend
 
-__all__ = ["BackendManager", "UnknownBackendError"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendManager",
+    "Candidate",
+    "DegradePolicy",
+    "RetryPolicy",
+    "Selection",
+    "UnknownBackendError",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Backends other packages provide are found under this entry-point group.
+ENTRY_POINT_GROUP = "quantum_db.backends"
+
+Requirement = Literal["exact", "shots"]
+Degradation = Literal["fewer_shots", "cheaper_backend", "simulator"]
 
 
 class UnknownBackendError(BackendError, LookupError):
-    """No backend registered under that name."""
+    """No backend registered (or installed as a plug-in) under that name."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff for :class:`TransientBackendError` (429, 5xx, dropped connections)."""
+
+    attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class DegradePolicy:
+    """What to try, in order, when a job does not fit its budget (empty: refuse it)."""
+
+    steps: tuple[Degradation, ...] = ()
+    #: ``fewer_shots`` never goes below this many shots.
+    min_shots: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    estimated_cost: float
+    queue_s: float
+    fidelity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A ranked choice of backend and the reasons the others were turned down."""
+
+    chosen: Candidate
+    ranking: tuple[Candidate, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+    def explain(self) -> str:
+        lines = [
+            f"chose {self.chosen.name} (est. ${self.chosen.estimated_cost:.4f}, "
+            f"queue ~{self.chosen.queue_s:g} s, fidelity {self.chosen.fidelity:g})"
+        ]
+        lines += [
+            f"  also capable: {c.name} (est. ${c.estimated_cost:.4f}, queue ~{c.queue_s:g} s)"
+            for c in self.ranking[1:]
+        ]
+        lines += [f"  rejected {name}: {why}" for name, why in self.rejected]
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _Entry:
+    backend: Backend
+    concurrency: int
+    semaphore: asyncio.Semaphore | None = field(default=None)
+
+
+def representative_circuit(num_qubits: int, depth: int) -> Circuit:
+    """A circuit of the given width and depth for pricing before the real one exists:
+    each layer a rotation on every qubit and a CNOT chain."""
+    circuit = Circuit(num_qubits)
+    for _ in range(max(depth, 1)):
+        for q in range(num_qubits):
+            circuit.rx(0.5, q)
+        for q in range(num_qubits - 1):
+            circuit.cx(q, q + 1)
+    return circuit
 
 
 class BackendManager:
-    """Named backends, each opened once and closed with the manager.
+    """Named backends, the choice among them, and the rules every job goes through.
 
-    ``select`` returns the first registered backend (in registration order) that can run
-    ``n_qubits`` in the requested mode; capability filtering by cost and latency under a
-    budget builds on this.
+    ``select`` filters by capability and ranks by estimated cost, then typical queue time,
+    then fidelity. ``run`` reserves the job's estimated cost against its budget before
+    anything is sent (``accounting`` makes that atomic), retries transient failures with
+    backoff under a per-backend concurrency limit, falls back to ``fallback`` when a
+    backend is down, charges the actual cost when the job ends (releasing it on failure
+    or cancellation) and records every job.
     """
 
-    def __init__(self, backends: Mapping[str, Backend] | None = None) -> None:
-        self._backends: dict[str, Backend] = {}
+    def __init__(
+        self,
+        backends: Mapping[str, Backend] | None = None,
+        *,
+        accounting: Accounting | None = None,
+        retry: RetryPolicy | None = None,
+        degrade: DegradePolicy | None = None,
+        fallback: str | None = "simulator",
+        concurrency: int = 8,
+    ) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self.accounting: Accounting = accounting if accounting is not None else InMemoryAccounting()
+        self.retry = retry or RetryPolicy()
+        self.degrade = degrade or DegradePolicy()
+        self.fallback = fallback
+        self._default_concurrency = concurrency
         for name, backend in (backends or {"simulator": SimulatorBackend()}).items():
             self.register(name, backend)
 
-    def register(self, name: str, backend: Backend) -> None:
+    # ------------------------------------------------------------------ registry
+    def register(self, name: str, backend: Backend, *, concurrency: int | None = None) -> None:
         if not isinstance(backend, Backend):
             raise BackendError(
                 f"{name!r}: expected a backends.Backend, got {type(backend).__name__}"
             )
-        if name in self._backends:
+        if name in self._entries:
             raise BackendError(f"a backend named {name!r} is already registered")
-        self._backends[name] = backend
+        limit = concurrency or self._default_concurrency
+        if limit < 1:
+            raise BackendError(f"concurrency must be >= 1, got {limit}")
+        self._entries[name] = _Entry(backend, limit)
+
+    def load(self, name: str, plugin: str | None = None, **options: Any) -> Backend:
+        """Create a backend from an installed plug-in (entry point) and register it as ``name``."""
+        wanted = plugin or name
+        found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        if wanted not in found:
+            installed = ", ".join(sorted(found)) or "none"
+            raise UnknownBackendError(
+                f"no backend plug-in named {wanted!r}; installed: {installed} "
+                "(pip install 'quantum-db[all]' installs the Qiskit and IonQ backends)"
+            )
+        backend = found[wanted].load()(**options)
+        self.register(name, backend)
+        return backend  # type: ignore[no-any-return]
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self._backends)
+        return tuple(self._entries)
 
     def get(self, name: str) -> Backend:
         try:
-            return self._backends[name]
+            return self._entries[name].backend
         except KeyError:
             raise UnknownBackendError(
-                f"no backend named {name!r}; registered: {', '.join(self._backends) or 'none'}"
+                f"no backend named {name!r}; registered: {', '.join(self._entries) or 'none'}"
             ) from None
 
-    def select(self, n_qubits: int, *, shots: int | None = None) -> Backend:
-        """The first backend wide enough for ``n_qubits`` that offers the mode asked for."""
-        refused: list[str] = []
-        for name, backend in self._backends.items():
-            caps = backend.capabilities
+    # ------------------------------------------------------------------ choice
+    def explain(
+        self,
+        n_qubits: int,
+        *,
+        depth: int = 1,
+        shots: int | None = None,
+        budget: Budget | float | None = None,
+        spent: float = 0.0,
+        require: Iterable[Requirement] = (),
+        circuit: Circuit | None = None,
+        batch_size: int = 1,
+    ) -> Selection:
+        """Rank the backends able to run the job; raise :class:`CapacityError` if none is."""
+        needs = set(require)
+        unknown = needs - {"exact", "shots"}
+        if unknown:
+            raise BackendError(f"unknown requirements {sorted(unknown)}; use 'exact' or 'shots'")
+        limit = budget.usd if isinstance(budget, Budget) else budget
+        priced = circuit if circuit is not None else representative_circuit(n_qubits, depth)
+        capable: list[Candidate] = []
+        rejected: list[tuple[str, str]] = []
+        for name, entry in self._entries.items():
+            caps = entry.backend.capabilities
             if caps.max_qubits < n_qubits:
-                refused.append(f"{name}: {caps.max_qubits} qubits")
-            elif shots is None and not caps.supports_exact:
-                refused.append(f"{name}: no exact mode")
-            elif shots is not None and not caps.supports_shots:
-                refused.append(f"{name}: no shots")
+                rejected.append((name, f"offers {caps.max_qubits} qubits, {n_qubits} needed"))
+                continue
+            if ("exact" in needs or shots is None) and not caps.supports_exact:
+                rejected.append((name, "no exact mode (give shots)"))
+                continue
+            if ("shots" in needs or shots is not None) and not caps.supports_shots:
+                rejected.append((name, "does not sample shots"))
+                continue
+            if shots is not None and caps.max_shots is not None and shots > caps.max_shots:
+                rejected.append((name, f"at most {caps.max_shots} shots"))
+                continue
+            cost = entry.backend.estimate_cost(priced, shots) * batch_size
+            if limit is not None and cost > limit - spent + 1e-9:
+                rejected.append(
+                    (name, f"est. ${cost:.4f} exceeds the ${max(limit - spent, 0):.4f} left")
+                )
+                continue
+            capable.append(
+                Candidate(
+                    name,
+                    cost,
+                    float(getattr(entry.backend, "typical_queue_s", 0.0)),
+                    float(getattr(entry.backend, "fidelity", 1.0)),
+                )
+            )
+        if not capable:
+            reasons = "; ".join(f"{n}: {why}" for n, why in rejected) or "no backends registered"
+            raise CapacityError(f"no backend can run this job ({reasons})")
+        ranking = tuple(sorted(capable, key=lambda c: (c.estimated_cost, c.queue_s, -c.fidelity)))
+        return Selection(ranking[0], ranking, tuple(rejected))
+
+    def select(
+        self,
+        n_qubits: int,
+        depth: int = 1,
+        shots: int | None = None,
+        budget: Budget | float | None = None,
+        require: Iterable[Requirement] = (),
+    ) -> Backend:
+        """The best backend for the job (see :meth:`explain` for the reasons)."""
+        selection = self.explain(n_qubits, depth=depth, shots=shots, budget=budget, require=require)
+        logger.info("backend selection: %s", selection.explain())
+        return self.get(selection.chosen.name)
+
+    # ------------------------------------------------------------------ running
+    async def run(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None = None,
+        observables: Sequence[ObservableLike] | ObservableLike | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+        *,
+        backend: str | None = None,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run a job on ``backend`` (or the best one), under ``budget``, with retries."""
+        name = backend
+        if name is None:
+            spent = await self.accounting.exposure(budget) if budget is not None else 0.0
+            name = self.explain(
+                circuit.num_qubits, shots=shots, budget=budget, spent=spent, circuit=circuit
+            ).chosen.name
+        try:
+            return await self._run_on(
+                name, circuit, parameter_values, observables, shots, seed, budget, run_id
+            )
+        except BackendUnavailableError as exc:
+            fallback = self.fallback
+            if fallback is None or fallback == name or fallback not in self._entries:
+                raise
+            logger.warning(
+                "backend %s is unavailable (%s); falling back to %s", name, exc, fallback
+            )
+            result = await self._run_on(
+                fallback, circuit, parameter_values, observables, shots, seed, budget, run_id
+            )
+            return replace(result, metadata={**result.metadata, "fallback_from": name})
+
+    async def _run_on(
+        self,
+        name: str,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike | None,
+        shots: int | None,
+        seed: int | None,
+        budget: Budget | None,
+        run_id: str | None,
+    ) -> RunResult:
+        entry = self._entries.get(name)
+        if entry is None:
+            self.get(name)  # raises UnknownBackendError
+            raise AssertionError  # pragma: no cover
+        # Every input is checked before money or a network is involved.
+        request = entry.backend.validate(circuit, parameter_values, observables, shots, seed)
+        notes: dict[str, Any] = {}
+        cost = entry.backend.estimate_cost(circuit, shots) * request.batch_size
+        job = JobRecord(
+            id=uuid.uuid4().hex,
+            backend=name,
+            circuit_hash=circuit.content_hash(),
+            shots=shots,
+            batch_size=request.batch_size,
+            estimated_cost=cost,
+            run_id=run_id,
+        )
+        reserved = False
+        if budget is not None and cost > 0:
+            try:
+                await self.accounting.reserve(budget, job.id, cost)
+                reserved = True
+            except BudgetExceededError:
+                degraded = await self._degrade(name, circuit, shots, budget, request.batch_size)
+                if degraded is None:
+                    raise
+                kind, value = degraded
+                notes["degraded"] = f"{kind}: {value}"
+                if kind == "fewer_shots":
+                    return await self._with_note(
+                        self._run_on(
+                            name,
+                            circuit,
+                            parameter_values,
+                            observables,
+                            int(value),
+                            seed,
+                            budget,
+                            run_id,
+                        ),
+                        notes,
+                    )
+                return await self._with_note(
+                    self._run_on(
+                        str(value),
+                        circuit,
+                        parameter_values,
+                        observables,
+                        shots,
+                        seed,
+                        budget,
+                        run_id,
+                    ),
+                    notes,
+                )
+        await self.accounting.record_job(job)
+        submitted = time.monotonic()
+        try:
+            if entry.semaphore is None:
+                entry.semaphore = asyncio.Semaphore(entry.concurrency)
+            async with entry.semaphore:
+                started = time.monotonic()
+                job.queue_latency_s = started - submitted
+                job.status = "running"
+                result = await self._with_retries(entry.backend, request, job)
+                job.run_latency_s = time.monotonic() - started
+        except BaseException as exc:
+            job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            job.error = f"{type(exc).__name__}: {exc}"[:2000]
+            # Shielded: a cancelled job still releases its reservation and is recorded.
+            await asyncio.shield(self._finish(job, reserved, None))
+            raise
+        ids = result.metadata.get("provider_job_ids")
+        if ids:
+            job.provider_job_ids = [str(i) for i in ids]
+        actual = float(result.metadata.get("cost_usd", cost))
+        job.status = "completed"
+        job.actual_cost = actual
+        await asyncio.shield(self._finish(job, reserved, actual))
+        return replace(
+            result,
+            metadata={
+                **result.metadata,
+                **notes,
+                "job_id": job.id,
+                "backend_name": name,
+                "estimated_cost_usd": cost,
+            },
+        )
+
+    @staticmethod
+    async def _with_note(coro: Any, notes: dict[str, Any]) -> RunResult:
+        result: RunResult = await coro
+        return replace(result, metadata={**result.metadata, **notes})
+
+    async def _finish(self, job: JobRecord, reserved: bool, actual: float | None) -> None:
+        if reserved:
+            if actual is None:
+                await self.accounting.release(job.id)
             else:
-                return backend
-        raise CapacityError(f"no backend can run {n_qubits} qubits ({'; '.join(refused)})")
+                await self.accounting.settle(job.id, actual)
+        await self.accounting.record_job(job)
+
+    async def _with_retries(self, backend: Backend, request: Any, job: JobRecord) -> RunResult:
+        attempts = max(1, self.retry.attempts)
+        for attempt in range(attempts):
+            try:
+                return await backend.run(
+                    request.circuit,
+                    request.parameter_values,
+                    list(request.observables) if request.observables is not None else None,
+                    request.shots,
+                    request.seed,
+                )
+            except TransientBackendError as exc:
+                if attempt + 1 == attempts:
+                    raise BackendUnavailableError(
+                        f"{backend.name} failed {attempts} times in a row: {exc}"
+                    ) from exc
+                delay = self.retry.delay(attempt)
+                logger.warning("%s: %s; retrying in %.2f s", backend.name, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _degrade(
+        self, name: str, circuit: Circuit, shots: int | None, budget: Budget, batch: int
+    ) -> tuple[str, int | str] | None:
+        left = budget.usd - await self.accounting.exposure(budget)
+        backend = self.get(name)
+        for step in self.degrade.steps:
+            if step == "fewer_shots" and shots is not None:
+                best = None
+                low, high = self.degrade.min_shots, shots - 1
+                while low <= high:  # the most shots that still fit
+                    mid = (low + high) // 2
+                    if backend.estimate_cost(circuit, mid) * batch <= left:
+                        best, low = mid, mid + 1
+                    else:
+                        high = mid - 1
+                if best is not None:
+                    return "fewer_shots", best
+            elif step in ("cheaper_backend", "simulator"):
+                try:
+                    options = self.explain(
+                        circuit.num_qubits,
+                        shots=shots,
+                        budget=budget.usd,
+                        spent=budget.usd - left,
+                        circuit=circuit,
+                        batch_size=batch,
+                    ).ranking
+                except CapacityError:
+                    continue
+                for option in options:
+                    free = option.estimated_cost == 0
+                    if option.name != name and (step == "cheaper_backend" or free):
+                        return step, option.name
+        return None
 
     async def aclose(self) -> None:
-        for backend in self._backends.values():
-            await backend.aclose()
+        for entry in self._entries.values():
+            await entry.backend.aclose()
 
     def __repr__(self) -> str:
-        return f"BackendManager({', '.join(self._backends)})"
+        return f"BackendManager({', '.join(self._entries)})"

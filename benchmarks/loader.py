@@ -120,7 +120,8 @@ async def main() -> None:
     cols = ["store", "first epoch", "next epoch", "torch adapter"]
     lines = [
         f"Dataset {args.samples} x {args.dim} float64, batch {args.batch}, shuffled; "
-        f"samples/second (higher is better). Peer: torch DataLoader over an in-memory TensorDataset, "
+        "samples/second (higher is better). Peer: torch DataLoader over an in-memory "
+        f"TensorDataset, "
         f"{peer:,.0f} samples/s.",
         "",
         "| database | " + " | ".join(cols) + " | next epoch / torch peer |",

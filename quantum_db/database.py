@@ -12,8 +12,9 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from backends import BackendManager
+from backends import BackendManager, UnknownBackendError
 
+from .accounting import SqlAccounting
 from .checkpoints import CheckpointStore
 from .datasets import Dataset, DatasetInfo, DatasetStore
 from .errors import ConfigurationError, DatabaseError, NotConnectedError
@@ -92,7 +93,9 @@ class QuantumDatabase:
             await check_schema(registry, upgrade_empty=self._upgrade_empty)
             vectors = self._make_vector_store(registry)
             await vectors.open()
-            manager = self._given_backends or BackendManager()
+            manager = self._given_backends or default_backend_manager(
+                self.settings, SqlAccounting(registry)
+            )
             self._open = _Open(
                 registry=registry,
                 vectors=vectors,
@@ -248,6 +251,31 @@ class QuantumDatabase:
             f"QuantumDatabase(url={redact_url(self.url)!r}, vector_store={store!r}, "
             f"connected={self.connected})"
         )
+
+
+def default_backend_manager(settings: Settings, accounting: SqlAccounting) -> BackendManager:
+    """The backends a connection offers: the built-in simulator always, Qiskit Aer when
+    qiskit-aer is installed, and IonQ's simulator, Aria and Forte when an IonQ key is set."""
+    manager = BackendManager(accounting=accounting)
+    try:
+        manager.load("aer")
+    except (ImportError, UnknownBackendError):
+        logger.debug("Qiskit Aer is not installed; pip install 'quantum-db[qiskit]' adds it")
+    if settings.ionq_api_key is not None:
+        for name, target in IONQ_TARGETS.items():
+            try:
+                manager.load(
+                    name, plugin="ionq", target=target, api_key=settings.ionq_api_key,
+                    api_url=settings.ionq_api_url,
+                )
+            except (ImportError, UnknownBackendError):
+                logger.debug("IonQ clients are not installed; pip install 'quantum-db[ionq]'")
+                break
+    return manager
+
+
+#: Names under which a connection registers IonQ's targets.
+IONQ_TARGETS = {"ionq-simulator": "simulator", "ionq-aria": "qpu.aria-1", "ionq-forte": "qpu.forte-1"}
 
 
 async def _close_parts(

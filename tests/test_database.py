@@ -347,3 +347,39 @@ async def test_writers_in_several_processes_do_not_fail(tmp_path: Path) -> None:
         assert versions == list(range(1, 16))
         for k in range(3):
             assert (await db.metrics.history(f"run-{k}", "loss")).values.tolist() == [0, 1, 2, 3, 4]
+
+
+async def test_datasets_on_pinecone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same dataset API over the real pinecone client and the loopback emulator."""
+    from quantum_db import Settings
+
+    from .pinecone_emulator import PineconeEmulator
+
+    for name in ("PINECONE_API_KEY", "PINECONE_CONTROLLER_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    data, labels = blobs(n=90, dim=4)
+    with PineconeEmulator(api_key="test-key") as emulator:
+        emulator.create_index("qdb", dimension=4, metric="cosine")
+        settings = Settings(
+            pinecone_api_key="test-key",
+            pinecone_controller_host=emulator.url,
+            pinecone_index="qdb",
+            vector_store="pinecone",
+        )
+        url = f"sqlite+aiosqlite:///{tmp_path / 'reg.sqlite'}"
+        async with QuantumDatabase(url, settings=settings).connect() as db:
+            info = await db.store_training_data("p", data, labels)
+            stored = await db.get_dataset("p")
+            # Pinecone keeps float32 values; labels and splits travel in metadata.
+            np.testing.assert_array_equal(stored.data, data.astype(np.float32).astype(np.float64))
+            np.testing.assert_array_equal(stored.labels, labels)
+            assert stored.info.splits == info.splits
+            loader = db.create_ml_data_loader("p", batch_size=32, seed=1, split="train")
+            assert sum([x.shape[0] async for x, _ in loader]) == 72
+            before = await db.vector_store.count()
+            with pytest.raises(DataShapeError):
+                await db.store_training_data("p", np.zeros((3, 5)), [0, 1, 2])
+            assert await db.vector_store.count() == before
+            await db.delete_dataset("p")
+            assert await db.vector_store.count() == 0
+            assert "test-key" not in repr(db) + repr(db.vector_store)

@@ -657,7 +657,9 @@ async def test_pinecone_resolves_the_index_by_name(emulator: PineconeEmulator) -
     assert emulator.stored("vs-dotproduct")["a"][0] == [1.0] * DIM
 
 
-async def test_pinecone_by_host_and_from_settings(emulator: PineconeEmulator) -> None:
+async def test_pinecone_by_host_and_from_settings(
+    emulator: PineconeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = emulator.host_of("vs-cosine")
     settings = pinecone_settings(emulator, pinecone_controller_host=None, pinecone_index_host=host)
     async with pinecone_store(emulator, settings=settings) as store:
@@ -665,9 +667,13 @@ async def test_pinecone_by_host_and_from_settings(emulator: PineconeEmulator) ->
         assert store.dim == DIM
         assert await store.count() == 0
     assert all(r.index == "vs-cosine" for r in emulator.requests)  # no control-plane call
-    named = pinecone_settings(emulator, pinecone_index="vs-dotproduct")
-    async with pinecone_store(emulator, settings=named) as store:
+    # The usual environment variables, read by Settings at the edge.
+    monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", emulator.url)
+    monkeypatch.setenv("QDB_PINECONE_INDEX", "vs-dotproduct")
+    async with pinecone_store(emulator, settings=Settings()) as store:
         assert store.metric == "dotproduct"
+        assert store.index_host == emulator.host_of("vs-dotproduct")
 
 
 async def test_pinecone_configuration_errors(

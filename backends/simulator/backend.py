@@ -17,6 +17,7 @@ from ..base import Backend, Capabilities, RunRequest, RunResult
 from ..circuit import Circuit
 from ..errors import BackendError, SimulatorMemoryError
 from ..gates import GATES
+from ..memory import available_memory
 from .plan import SimulationPlan, compile_plan
 from .statevector import (
     evolve,
@@ -33,17 +34,6 @@ __all__ = ["SimulatorBackend"]
 _WORKING_SET_FACTOR = 4
 #: Target size of one chunk of state rows; large enough to amortize Python overhead.
 _CHUNK_BYTES = 32 << 20
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +80,7 @@ class SimulatorBackend(Backend):
             np.complex128 if precision == "double" else np.complex64
         )
         self.precision = precision
-        budget = max_memory_bytes if max_memory_bytes is not None else _available_memory() // 2
+        budget = max_memory_bytes if max_memory_bytes is not None else available_memory() // 2
         if budget <= 0:
             raise BackendError(f"max_memory_bytes must be positive, got {budget}")
         self.max_memory_bytes = int(budget)

@@ -148,3 +148,19 @@ async def test_too_many_qubits(backend: Backend) -> None:
 async def test_errors_share_the_root(backend: Backend) -> None:
     with pytest.raises(BackendError):
         await backend.run(bell(), observables=["ZZZ"])
+
+
+async def test_parameterized_controlled_rotation(backend: Backend, exact_tol: float) -> None:
+    """<Z_1> after H(0), CRY(θ)(0 -> 1) is (1 + cos θ) / 2; with X(0) first it is cos θ."""
+    theta = Parameter("theta")
+    thetas = np.array([[0.3], [1.7], [-2.4]])
+    plus = Circuit(2).h(0).cry(theta, 0, 1)
+    one = Circuit(2).x(0).crx(2 * theta + 0.5, 0, 1).crz(theta, 0, 1)
+    a = await backend.run(plus, thetas, observables=["ZI"])
+    b = await backend.run(one, thetas, observables=["ZI", "ZZ"])
+    assert a.expectations is not None and b.expectations is not None
+    t = thetas[:, 0]
+    np.testing.assert_allclose(a.expectations[:, 0], (1 + np.cos(t)) / 2, atol=exact_tol)
+    # CRZ on the target leaves <Z> alone; with the control in |1>, <ZZ> = -<Z_1>.
+    np.testing.assert_allclose(b.expectations[:, 0], np.cos(2 * t + 0.5), atol=exact_tol)
+    np.testing.assert_allclose(b.expectations[:, 1], -np.cos(2 * t + 0.5), atol=exact_tol)
