@@ -26,6 +26,8 @@ __all__ = ["MetricHistory", "MetricsLogger"]
 
 #: A flush is forced when this many rows are waiting, whatever the interval.
 _MAX_BUFFERED = 20_000
+#: Rows per INSERT statement within a flush.
+_ROWS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,12 @@ class MetricsLogger:
                 async with self._registry.session() as session:
                     for run_id in sorted({r["run_id"] for r in rows}):
                         await ensure_run(session, run_id)
-                    await session.execute(insert(MetricRow), rows)
+                    # Small statements: the loop runs other tasks between them, so a large
+                    # flush never holds it for long.
+                    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                        await session.execute(
+                            insert(MetricRow), rows[start : start + _ROWS_PER_STATEMENT]
+                        )
             except BaseException:
                 self._buffer[:0] = rows  # nothing was written: keep them for the next try
                 raise

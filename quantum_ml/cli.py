@@ -37,6 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument(
         "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
     )
+    commands.add_parser("backends", help="list backends with their capabilities and prices")
+    estimate = commands.add_parser(
+        "estimate", help="cost plan of a training configuration, before anything runs"
+    )
+    estimate.add_argument("--qubits", type=int, default=4)
+    estimate.add_argument("--layers", type=int, default=2)
+    estimate.add_argument("--shots", type=int, default=1000)
+    estimate.add_argument("--epochs", type=int, default=20)
+    estimate.add_argument("--samples", type=int, default=120, help="training samples per epoch")
+    estimate.add_argument("--batch-size", type=int, default=16)
+    estimate.add_argument(
+        "--error-mitigation", choices=("on", "off", "default"), default="default",
+        help="IonQ error mitigation (default: on from 500 shots, as IonQ does)",
+    )
     demo = commands.add_parser("demo", help="run the built-in simulator demo")
     demo.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
     demo.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
@@ -75,6 +89,34 @@ async def _datasets(url: str | None) -> int:
     return 0
 
 
+def _backends() -> int:
+    from quantum_db.settings import Settings
+
+    from .backend_report import catalogue, describe_price
+
+    entries = catalogue(ionq_configured=Settings().ionq_api_key is not None)
+    print(f"{'backend':<18} {'qubits':>6}  {'modes':<12} {'status':<26} price")
+    for e in entries:
+        print(f"{e.name:<18} {e.max_qubits:>6}  {e.modes:<12} {e.status:<26} {describe_price(e.price)}")
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .backend_report import estimate_lines
+
+    for name in ("qubits", "layers", "shots", "epochs", "samples", "batch_size"):
+        if getattr(args, name) < 1:
+            print(f"qdb estimate: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    mitigation = {"on": True, "off": False, "default": None}[args.error_mitigation]
+    for line in estimate_lines(
+        qubits=args.qubits, layers=args.layers, shots=args.shots, epochs=args.epochs,
+        samples=args.samples, batch_size=args.batch_size, error_mitigation=mitigation,
+    ):
+        print(line)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -85,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "backends":
+        return _backends()
+    if args.command == "estimate":
+        return _estimate(args)
     if args.command == "init":
         return asyncio.run(_init(args.url))
     if args.command == "datasets":
