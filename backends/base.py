@@ -138,6 +138,20 @@ class Backend(abc.ABC):
         """Estimated price in USD of one job of ``circuit`` with ``shots`` (0 when free)."""
         return 0.0
 
+    def estimate_run_cost(
+        self,
+        circuit: Circuit,
+        shots: int | None,
+        observables: Sequence[ObservableLike] | ObservableLike | None = None,
+        batch_size: int = 1,
+    ) -> float:
+        """Price of everything one :meth:`run` submits; what budgets reserve.
+
+        The default is one job per binding; a backend that sends more (e.g. one job per
+        measurement basis of an expectation run) overrides it.
+        """
+        return self.estimate_cost(circuit, shots) * batch_size
+
     def validate(
         self,
         circuit: Circuit,

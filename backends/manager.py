@@ -223,7 +223,7 @@ class BackendManager:
             if shots is not None and caps.max_shots is not None and shots > caps.max_shots:
                 rejected.append((name, f"at most {caps.max_shots} shots"))
                 continue
-            cost = entry.backend.estimate_cost(priced, shots) * batch_size
+            cost = entry.backend.estimate_run_cost(priced, shots, None, batch_size)
             if limit is not None and cost > limit - spent + 1e-9:
                 rejected.append(
                     (name, f"est. ${cost:.4f} exceeds the ${max(limit - spent, 0):.4f} left")
@@ -310,7 +310,12 @@ class BackendManager:
         # Every input is checked before money or a network is involved.
         request = entry.backend.validate(circuit, parameter_values, observables, shots, seed)
         notes: dict[str, Any] = {}
-        cost = entry.backend.estimate_cost(circuit, shots) * request.batch_size
+        cost = entry.backend.estimate_run_cost(
+            circuit,
+            shots,
+            observables if request.observables is not None else None,
+            request.batch_size,
+        )
         job = JobRecord(
             id=uuid.uuid4().hex,
             backend=name,
@@ -323,10 +328,12 @@ class BackendManager:
         reserved = False
         if budget is not None and cost > 0:
             try:
-                await self.accounting.reserve(budget, job.id, cost)
+                await self._reserve(budget, job, cost)
                 reserved = True
             except BudgetExceededError:
-                degraded = await self._degrade(name, circuit, shots, budget, request.batch_size)
+                degraded = await self._degrade(
+                    name, circuit, shots, budget, request.batch_size, observables
+                )
                 if degraded is None:
                     raise
                 kind, value = degraded
@@ -358,9 +365,9 @@ class BackendManager:
                     ),
                     notes,
                 )
-        await self.accounting.record_job(job)
         submitted = time.monotonic()
         try:
+            await self.accounting.record_job(job)
             if entry.semaphore is None:
                 entry.semaphore = asyncio.Semaphore(entry.concurrency)
             async with entry.semaphore:
@@ -392,6 +399,29 @@ class BackendManager:
                 "estimated_cost_usd": cost,
             },
         )
+
+    async def _reserve(self, budget: Budget, job: JobRecord, cost: float) -> None:
+        """Reserve, so that a cancellation at any moment can never leave a reservation behind.
+
+        The reservation runs as its own task: if the caller is cancelled meanwhile, the
+        task is allowed to finish and whatever it reserved is released.
+        """
+        task = asyncio.ensure_future(self.accounting.reserve(budget, job.id, cost))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._undo_reservation(task, job))
+            raise
+
+    async def _undo_reservation(self, task: asyncio.Future[None], job: JobRecord) -> None:
+        try:
+            await task
+        except Exception:  # nothing was reserved
+            return
+        job.status = "cancelled"
+        job.error = "cancelled before it was sent"
+        await self.accounting.release(job.id)
+        await self.accounting.record_job(job)
 
     @staticmethod
     async def _with_note(coro: Any, notes: dict[str, Any]) -> RunResult:
@@ -428,7 +458,13 @@ class BackendManager:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _degrade(
-        self, name: str, circuit: Circuit, shots: int | None, budget: Budget, batch: int
+        self,
+        name: str,
+        circuit: Circuit,
+        shots: int | None,
+        budget: Budget,
+        batch: int,
+        observables: Sequence[ObservableLike] | ObservableLike | None,
     ) -> tuple[str, int | str] | None:
         left = budget.usd - await self.accounting.exposure(budget)
         backend = self.get(name)
@@ -438,7 +474,7 @@ class BackendManager:
                 low, high = self.degrade.min_shots, shots - 1
                 while low <= high:  # the most shots that still fit
                     mid = (low + high) // 2
-                    if backend.estimate_cost(circuit, mid) * batch <= left:
+                    if backend.estimate_run_cost(circuit, mid, observables, batch) <= left:
                         best, low = mid, mid + 1
                     else:
                         high = mid - 1

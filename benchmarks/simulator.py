@@ -65,10 +65,12 @@ from backends import Circuit, Parameter, SimulatorBackend  # noqa: E402
 SEED = 1234
 SIZES: tuple[tuple[int, int], ...] = ((8, 3), (12, 4))
 BATCHES: tuple[int, ...] = (1, 32)
+PROFILE_SIZE = (12, 4)
 TOLERANCE = 1e-8
 #: With ``--quick``, PennyLane default.qubit at n=12, B=32 is extrapolated from B=1 when
 #: the estimate exceeds this many seconds.
 QUICK_LIMIT_S = 120.0
+QUICK_MIN_QUBITS = 12
 RESULTS = ROOT / "benchmarks" / "results" / "simulator.md"
 
 Array = NDArray[np.float64]
@@ -403,7 +405,8 @@ def profile_qdb(n: int, layers: int, top: int) -> str:
 
     The simulation itself runs on the backend's worker threads, which cProfile (main thread
     only) does not see, so the second profile calls the same pure functions the worker
-    calls (``compile_plan``, ``evolve``, ``expectations``) on the main thread.
+    calls (``evolve``, ``expectations``) on the main thread, single-threaded, over all the
+    bindings. The plan is compiled once outside, as the backend caches it per circuit.
     """
     from backends.observables import as_observables
     from backends.simulator.plan import compile_plan
@@ -434,8 +437,9 @@ def profile_qdb(n: int, layers: int, top: int) -> str:
 
     observables = tuple(as_observables(labels, n))
 
+    plan = compile_plan(circuit)
+
     def worker_path() -> None:
-        plan = compile_plan(circuit)
         states, owner = evolve(plan, values, np.complex128)
         expectations(states, n, observables)[owner]
 
@@ -445,7 +449,8 @@ def profile_qdb(n: int, layers: int, top: int) -> str:
     for _ in range(5):
         worker_path()
     prof.disable()
-    out.write(f"### compile_plan + evolve + expectations, n={n}, L={layers}, B=1, 5 runs\n\n```\n")
+    title = f"evolve + expectations (worker path, one thread), n={n}, L={layers}, B=1, 5 runs"
+    out.write(f"### {title}\n\n```\n")
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(top)
     out.write("```\n")
     return out.getvalue()
@@ -467,7 +472,8 @@ def run_size(
     labels = z_labels(n)
     jac_default = pennylane_jacobian("default.qubit", n, layers)
     jac_lightning = pennylane_jacobian("lightning.qubit", n, layers)
-    all_inputs = rng.random((max(BATCHES), n))
+    # The same inputs whichever batches are run: the first B of max(32, batches) draws.
+    all_inputs = rng.random((max(*BATCHES, *args.batches), n))
     weights = rng.uniform(0.0, 2 * math.pi, p)
     executions = pennylane_executions(jac_default, weights, all_inputs[0])
     notes.append(
@@ -475,7 +481,7 @@ def run_size(
         f"(2P+1 = {2 * p + 1})"
     )
     rows: list[Row] = []
-    for batch in BATCHES:
+    for batch in args.batches:
         inputs = all_inputs[:batch]
         values = shift_bindings(inputs, weights)
         print(f"n={n} L={layers} B={batch}: {values.shape[0]} bindings", flush=True)
@@ -503,7 +509,7 @@ def run_size(
 
         grad = shift_gradient(e_qdb, batch, p)
         for key, jac in (("lightning", jac_lightning), ("default", jac_default)):
-            quick = args.quick and key == "default" and n == max(s[0] for s in SIZES)
+            quick = args.quick and key == "default" and n >= QUICK_MIN_QUBITS
             t_pl, j_pl = time_pennylane(
                 jac,
                 weights,
@@ -526,9 +532,31 @@ def run_size(
             f"n={n}, B={batch}: quantum-db kept {distinct} distinct states for "
             f"{values.shape[0]} bindings; max |diff| "
             + ", ".join(f"{k} {v:.2g}" for k, v in row.max_errors.items())
+            + f"; 1-min load average at the end {os.getloadavg()[0]:.2f}"
         )
         on_row(row)
     return rows
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        pairs = [item.lower().split("x") for item in text.split(",")]
+        sizes = tuple((int(a), int(b)) for a, b in pairs)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected NxL[,NxL...], got {text!r}") from exc
+    if any(n < 2 or layers < 1 for n, layers in sizes):
+        raise argparse.ArgumentTypeError("sizes need n >= 2 qubits and L >= 1 layers")
+    return sizes
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(b) for b in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected B[,B...], got {text!r}") from exc
+    if any(b < 1 for b in batches):
+        raise argparse.ArgumentTypeError("batch sizes must be positive")
+    return batches
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -543,13 +571,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="extrapolate PennyLane default.qubit at n=12, B=32 from B=1 when "
+        help="extrapolate PennyLane default.qubit at n>=12, B>1 from B=1 when "
         f"it would take more than {QUICK_LIMIT_S:.0f} s",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
         help="also cProfile quantum-db at n=12, L=4, B=1 (top functions)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=SIZES,
+        help="comma-separated NxL circuit sizes (default: 8x3,12x4)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=_batches,
+        default=BATCHES,
+        help="comma-separated batch sizes B (default: 1,32)",
     )
     parser.add_argument("--top", type=int, default=10, help="functions listed by --profile")
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown results file")
@@ -597,10 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def measured(_row: Row) -> None:
         report(done=False)
 
-    for n, layers in SIZES:
+    for n, layers in args.sizes:
         rows.extend(run_size(n, layers, args, notes, measured))
     if args.profile:
-        n, layers = SIZES[-1]
+        n, layers = PROFILE_SIZE
         profile = profile_qdb(n, layers, args.top)
     text = report(done=True)
     print()

@@ -70,8 +70,12 @@ class SqlAccounting:
                             f"${row.limit_usd:.2f} left"
                         )
                     session.add(
-                        LedgerRow(budget_id=row.id, job_id=job_id, kind="reservation",
-                                  amount_usd=float(amount))
+                        LedgerRow(
+                            budget_id=row.id,
+                            job_id=job_id,
+                            kind="reservation",
+                            amount_usd=float(amount),
+                        )
                     )
                 return
             except RegistryError as exc:
@@ -89,13 +93,21 @@ class SqlAccounting:
                 return  # nothing reserved, or already settled: settling twice is a no-op
             await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
             session.add(
-                LedgerRow(budget_id=reservation.budget_id, job_id=job_id, kind="release",
-                          amount_usd=-reservation.amount_usd)
+                LedgerRow(
+                    budget_id=reservation.budget_id,
+                    job_id=job_id,
+                    kind="release",
+                    amount_usd=-reservation.amount_usd,
+                )
             )
             if actual is not None:
                 session.add(
-                    LedgerRow(budget_id=reservation.budget_id, job_id=job_id, kind="charge",
-                              amount_usd=float(actual))
+                    LedgerRow(
+                        budget_id=reservation.budget_id,
+                        job_id=job_id,
+                        kind="charge",
+                        amount_usd=float(actual),
+                    )
                 )
 
     async def settle(self, job_id: str, actual: float) -> None:
@@ -122,7 +134,9 @@ class SqlAccounting:
         async with self._registry.session() as session:
             rows = (
                 await session.execute(
-                    select(LedgerRow.job_id, LedgerRow.kind).where(LedgerRow.budget_id == budget.name)
+                    select(LedgerRow.job_id, LedgerRow.kind).where(
+                        LedgerRow.budget_id == budget.name
+                    )
                 )
             ).all()
         reserved = {r.job_id for r in rows if r.kind == "reservation"}

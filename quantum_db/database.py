@@ -265,7 +265,10 @@ def default_backend_manager(settings: Settings, accounting: SqlAccounting) -> Ba
         for name, target in IONQ_TARGETS.items():
             try:
                 manager.load(
-                    name, plugin="ionq", target=target, api_key=settings.ionq_api_key,
+                    name,
+                    plugin="ionq",
+                    target=target,
+                    api_key=settings.ionq_api_key,
                     api_url=settings.ionq_api_url,
                 )
             except (ImportError, UnknownBackendError):
@@ -275,7 +278,11 @@ def default_backend_manager(settings: Settings, accounting: SqlAccounting) -> Ba
 
 
 #: Names under which a connection registers IonQ's targets.
-IONQ_TARGETS = {"ionq-simulator": "simulator", "ionq-aria": "qpu.aria-1", "ionq-forte": "qpu.forte-1"}
+IONQ_TARGETS = {
+    "ionq-simulator": "simulator",
+    "ionq-aria": "qpu.aria-1",
+    "ionq-forte": "qpu.forte-1",
+}
 
 
 async def _close_parts(

@@ -37,7 +37,9 @@ def describe_price(price: PriceModel) -> str:
 
 def _modes(backend: Backend) -> str:
     caps = backend.capabilities
-    return "+".join(m for m, on in (("exact", caps.supports_exact), ("shots", caps.supports_shots)) if on)
+    return "+".join(
+        m for m, on in (("exact", caps.supports_exact), ("shots", caps.supports_shots)) if on
+    )
 
 
 def catalogue(ionq_configured: bool) -> list[CatalogueEntry]:
@@ -46,14 +48,20 @@ def catalogue(ionq_configured: bool) -> list[CatalogueEntry]:
 
     entries = []
     sim = SimulatorBackend()
-    entries.append(CatalogueEntry("simulator", sim.capabilities.max_qubits, _modes(sim), FREE,
-                                  "ready (built in)"))
+    entries.append(
+        CatalogueEntry(
+            "simulator", sim.capabilities.max_qubits, _modes(sim), FREE, "ready (built in)"
+        )
+    )
     try:
         from backends import QiskitBackend
 
         aer = QiskitBackend()
-        entries.append(CatalogueEntry("aer", aer.capabilities.max_qubits, _modes(aer), FREE,
-                                      "ready (qiskit-aer)"))
+        entries.append(
+            CatalogueEntry(
+                "aer", aer.capabilities.max_qubits, _modes(aer), FREE, "ready (qiskit-aer)"
+            )
+        )
     except (ImportError, QuantumDBError) as exc:
         entries.append(CatalogueEntry("aer", 0, "-", FREE, f"unavailable: {exc}"))
     from backends.ionq.targets import TARGETS
@@ -61,13 +69,20 @@ def catalogue(ionq_configured: bool) -> list[CatalogueEntry]:
     status = "ready (IONQ_API_KEY set)" if ionq_configured else "needs IONQ_API_KEY"
     for target in TARGETS.values():
         modes = "exact+shots" if target.is_simulator else "shots"
-        entries.append(CatalogueEntry(f"ionq {target.name}", target.max_qubits, modes,
-                                      target.price, status))
+        entries.append(
+            CatalogueEntry(f"ionq {target.name}", target.max_qubits, modes, target.price, status)
+        )
     return entries
 
 
 def estimate_lines(
-    *, qubits: int, layers: int, shots: int, epochs: int, samples: int, batch_size: int,
+    *,
+    qubits: int,
+    layers: int,
+    shots: int,
+    epochs: int,
+    samples: int,
+    batch_size: int,
     error_mitigation: bool | None = None,
 ) -> list[str]:
     """The cost plan of training the hardware-efficient model on each priced backend."""
@@ -77,15 +92,21 @@ def estimate_lines(
     counts = circuit.count_gates()
     lines = [
         f"model: {qubits} qubits, {layers} layers -> {circuit.num_parameters - qubits} weights; "
-        f"circuit has {counts[1]} one-qubit and {counts[2]} two-qubit gates, depth {circuit.depth()}",
+        f"circuit has {counts[1]} one-qubit and {counts[2]} two-qubit gates, "
+        f"depth {circuit.depth()}",
         f"training: {epochs} epochs over {samples} samples in batches of {batch_size}, "
         f"parameter-shift gradients, {shots} shots per circuit",
         "",
     ]
     for target in TARGETS.values():
         plan = plan_training_cost(
-            target.price, circuit, shots=shots, epochs=epochs, n_samples=samples,
-            batch_size=batch_size, error_mitigation=error_mitigation,
+            target.price,
+            circuit,
+            shots=shots,
+            epochs=epochs,
+            n_samples=samples,
+            batch_size=batch_size,
+            error_mitigation=error_mitigation,
         )
         lines.append(f"ionq {target.name:<12} {plan.describe()}")
     lines.append(f"{'simulator / aer':<17} free (exact or sampled, on this machine)")

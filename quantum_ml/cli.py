@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--samples", type=int, default=120, help="training samples per epoch")
     estimate.add_argument("--batch-size", type=int, default=16)
     estimate.add_argument(
-        "--error-mitigation", choices=("on", "off", "default"), default="default",
+        "--error-mitigation",
+        choices=("on", "off", "default"),
+        default="default",
         help="IonQ error mitigation (default: on from 500 shots, as IonQ does)",
     )
     demo = commands.add_parser("demo", help="run the built-in simulator demo")
@@ -97,7 +99,8 @@ def _backends() -> int:
     entries = catalogue(ionq_configured=Settings().ionq_api_key is not None)
     print(f"{'backend':<18} {'qubits':>6}  {'modes':<12} {'status':<26} price")
     for e in entries:
-        print(f"{e.name:<18} {e.max_qubits:>6}  {e.modes:<12} {e.status:<26} {describe_price(e.price)}")
+        price = describe_price(e.price)
+        print(f"{e.name:<18} {e.max_qubits:>6}  {e.modes:<12} {e.status:<26} {price}")
     return 0
 
 
@@ -110,8 +113,13 @@ def _estimate(args: argparse.Namespace) -> int:
             return 2
     mitigation = {"on": True, "off": False, "default": None}[args.error_mitigation]
     for line in estimate_lines(
-        qubits=args.qubits, layers=args.layers, shots=args.shots, epochs=args.epochs,
-        samples=args.samples, batch_size=args.batch_size, error_mitigation=mitigation,
+        qubits=args.qubits,
+        layers=args.layers,
+        shots=args.shots,
+        epochs=args.epochs,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        error_mitigation=mitigation,
     ):
         print(line)
     return 0

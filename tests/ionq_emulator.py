@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -89,7 +90,6 @@ MITIGATION_DEFAULT_MIN_SHOTS = 500
 
 MAX_SHOTS = 1_000_000
 _JOB_NAME = re.compile(r"[A-Za-z0-9 _-]*")
-_TERMINAL = frozenset({"completed", "failed", "canceled"})
 
 
 def bill(backend: str, one_qubit: int, two_qubit: int, shots: int, mitigation: bool) -> float:
@@ -148,24 +148,18 @@ class EmulatedJob:
         return "failed" if self.failure is not None else "completed"
 
     def gate_counts(self) -> tuple[int, int]:
-        one = two = 0
-        for gates in self.ionq_gates:
-            for gate in gates:
-                width = len(_targets(gate)) + len(_controls(gate))
-                if width == 1:
-                    one += 1
-                else:
-                    two += 1
-        return one, two
+        return _count(self.ionq_gates)
 
 
 @dataclass
 class _Fault:
-    status: int | None  # None: drop the connection without answering
+    status: int | None  # None: drop the connection without answering (or delay, below)
     remaining: int
     method: str | None
     path: re.Pattern[str] | None
     retry_after: float | None
+    #: Seconds to wait before serving the request normally (status is then ignored).
+    delay: float | None = None
 
 
 class _ApiError(Exception):
@@ -176,8 +170,6 @@ class _ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         # IonQ's error shape: {"statusCode", "error", "message"}.
-        from http import HTTPStatus
-
         try:
             phrase = HTTPStatus(self.status).phrase
         except ValueError:
@@ -207,7 +199,7 @@ class IonQEmulator:
 
     def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", 0), handler)
         # Join request threads on close, so that a stopped emulator leaves none behind.
         server.daemon_threads = False
         server.block_on_close = True
@@ -278,6 +270,14 @@ class IonQEmulator:
         pattern = re.compile(path) if path is not None else None
         with self._lock:
             self._faults.append(_Fault(None, count, method, pattern, None))
+
+    def delay_next(
+        self, seconds: float, count: int = 1, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Hold the next ``count`` matching requests ``seconds`` before serving them."""
+        pattern = re.compile(path) if path is not None else None
+        with self._lock:
+            self._faults.append(_Fault(None, count, method, pattern, None, delay=seconds))
 
     def fail_jobs(self, message: str, *, code: str = "SimulationError", count: int = 1) -> None:
         """The next ``count`` jobs created end ``failed`` with ``failure.message``."""
@@ -519,8 +519,11 @@ class IonQEmulator:
             one, two = _count([job.ionq_gates[index]])
             fidelity = (1 - e1) ** one * (1 - e2) ** two
             p = fidelity * p + (1 - fidelity) / p.size
+        # A job with a noise seed samples reproducibly, as IonQ's simulator does.
         self._counter += 1
-        seed = [self._seed, self._counter, job.noise_seed if job.noise_seed is not None else 0]
+        seed = [self._seed, index] + (
+            [1, job.noise_seed] if job.noise_seed is not None else [0, self._counter]
+        )
         counts = np.random.default_rng(seed).multinomial(job.shots, p)
         return {str(int(k)): float(counts[k] / job.shots) for k in np.flatnonzero(counts)}
 
@@ -748,6 +751,11 @@ def _iso(monotonic: float) -> str:
 # -- HTTP ---------------------------------------------------------------------------------
 
 
+class _Server(ThreadingHTTPServer):
+    # Batches of jobs poll concurrently; the default backlog of 5 could refuse some.
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: IonQEmulator
     # One request per connection (HTTP/1.0): no keep-alive thread outlives a response.
@@ -784,6 +792,9 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
 
         fault = emulator._take_fault(method, path)
+        if fault is not None and fault.delay is not None:
+            time.sleep(fault.delay)
+            fault = None
         if fault is not None and fault.status is None:
             emulator._record(LoggedRequest(method, path, query, 0, body))
             self.close_connection = True

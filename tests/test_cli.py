@@ -15,10 +15,17 @@ from quantum_db import QuantumDatabase
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def qdb(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))}
+def qdb(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
+    }
     return subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "quantum_ml.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
@@ -48,7 +55,9 @@ def test_bad_url_is_a_clear_error(tmp_path: Path) -> None:
 def test_backends_lists_capabilities_and_prices(tmp_path: Path) -> None:
     out = qdb("backends", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert re.search(r"ionq qpu\.aria-1\s+25\s+shots\s+needs IONQ_API_KEY\s+\$12\.4166/job", out.stdout)
+    assert re.search(
+        r"ionq qpu\.aria-1\s+25\s+shots\s+needs IONQ_API_KEY\s+\$12\.4166/job", out.stdout
+    )
     assert re.search(r"ionq qpu\.forte-1\s+36", out.stdout)
     assert re.search(r"ionq simulator\s+29\s+exact\+shots", out.stdout)
     assert re.search(r"^simulator\s+\d+\s+exact\+shots\s+ready", out.stdout, flags=re.M)
@@ -58,8 +67,22 @@ def test_backends_lists_capabilities_and_prices(tmp_path: Path) -> None:
 
 
 def test_estimate_matches_the_formula(tmp_path: Path) -> None:
-    out = qdb("estimate", "--qubits", "4", "--layers", "2", "--shots", "100", "--epochs", "2",
-              "--samples", "10", "--batch-size", "5", cwd=tmp_path)
+    out = qdb(
+        "estimate",
+        "--qubits",
+        "4",
+        "--layers",
+        "2",
+        "--shots",
+        "100",
+        "--epochs",
+        "2",
+        "--samples",
+        "10",
+        "--batch-size",
+        "5",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     # 4 qubits, 2 layers: 4 encoding + 24 rotations = 28 one-qubit gates, 2 x 3 CNOTs.
     per_job = 12.4166 + 0.000220 * 28 * 100 + 0.000975 * 6 * 100

@@ -24,6 +24,7 @@ from backends import (
     DegradePolicy,
     InMemoryAccounting,
     JobFailedError,
+    NonFiniteParameterError,
     Parameter,
     RetryPolicy,
     RunRequest,
@@ -48,8 +49,15 @@ class PricedSimulator(SimulatorBackend):
     first calls with a retryable error.
     """
 
-    def __init__(self, *, name: str = "priced", delay: float = 0.0, transient: int = 0,
-                 queue_s: float = 60.0, max_qubits: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "priced",
+        delay: float = 0.0,
+        transient: int = 0,
+        queue_s: float = 60.0,
+        max_qubits: int | None = None,
+    ) -> None:
         super().__init__(seed=1)
         self.name = name
         self.delay = delay
@@ -85,8 +93,11 @@ def rotation() -> Circuit:
 # ---------------------------------------------------------------- selection
 def test_select_ranks_by_cost_then_queue_and_explains() -> None:
     manager = BackendManager(
-        {"priced": PricedSimulator(), "simulator": SimulatorBackend(),
-         "small": PricedSimulator(name="small", max_qubits=2)}
+        {
+            "priced": PricedSimulator(),
+            "simulator": SimulatorBackend(),
+            "small": PricedSimulator(name="small", max_qubits=2),
+        }
     )
     selection = manager.explain(4, depth=3, shots=1000)
     assert selection.chosen.name == "simulator"
@@ -128,8 +139,9 @@ async def accounting(database_url: str) -> Any:
 
 async def test_200_concurrent_jobs_against_a_budget_for_50(accounting: SqlAccounting) -> None:
     backend = PricedSimulator(delay=0.01)
-    manager = BackendManager({"priced": backend}, accounting=accounting, fallback=None,
-                             concurrency=16)
+    manager = BackendManager(
+        {"priced": backend}, accounting=accounting, fallback=None, concurrency=16
+    )
     circuit = bell()
     cost = backend.estimate_cost(circuit, 100)
     budget = Budget(usd=50 * cost + cost / 2, name="fifty")
@@ -144,8 +156,10 @@ async def test_200_concurrent_jobs_against_a_budget_for_50(accounting: SqlAccoun
 
     watcher = asyncio.create_task(watch())
     outcomes = await asyncio.gather(
-        *(manager.run(circuit, shots=100, backend="priced", budget=budget, seed=i)
-          for i in range(200)),
+        *(
+            manager.run(circuit, shots=100, backend="priced", budget=budget, seed=i)
+            for i in range(200)
+        ),
         return_exceptions=True,
     )
     done.set()
@@ -158,8 +172,11 @@ async def test_200_concurrent_jobs_against_a_budget_for_50(accounting: SqlAccoun
     assert await accounting.open_reservations(budget) == 0
     jobs = await accounting.jobs()
     assert sum(j.status == "completed" for j in jobs) == 50
-    assert all(j.queue_latency_s is not None and j.run_latency_s is not None
-               for j in jobs if j.status == "completed")
+    assert all(
+        j.queue_latency_s is not None and j.run_latency_s is not None
+        for j in jobs
+        if j.status == "completed"
+    )
 
 
 async def test_failures_and_cancellations_release_their_reservations(
@@ -170,12 +187,24 @@ async def test_failures_and_cancellations_release_their_reservations(
     circuit = rotation()
     cost = backend.estimate_cost(circuit, 100)
     budget = Budget(usd=10 * cost, name="ten")
-    failing = [asyncio.create_task(manager.run(circuit, [[-1.0]], shots=100, backend="priced",
-                                               budget=budget)) for _ in range(3)]
-    good = [asyncio.create_task(manager.run(circuit, [[0.5]], shots=100, backend="priced",
-                                            budget=budget)) for _ in range(4)]
-    doomed = [asyncio.create_task(manager.run(circuit, [[0.5]], shots=100, backend="priced",
-                                              budget=budget)) for _ in range(3)]
+    failing = [
+        asyncio.create_task(
+            manager.run(circuit, [[-1.0]], shots=100, backend="priced", budget=budget)
+        )
+        for _ in range(3)
+    ]
+    good = [
+        asyncio.create_task(
+            manager.run(circuit, [[0.5]], shots=100, backend="priced", budget=budget)
+        )
+        for _ in range(4)
+    ]
+    doomed = [
+        asyncio.create_task(
+            manager.run(circuit, [[0.5]], shots=100, backend="priced", budget=budget)
+        )
+        for _ in range(3)
+    ]
     for _ in range(400):  # wait until all ten are reserved and in flight
         if await accounting.exposure(budget) >= 10 * cost - 1e-9:
             break
@@ -197,12 +226,15 @@ async def test_degrading_to_fewer_shots_or_the_simulator() -> None:
     priced = PricedSimulator()
     circuit = bell()
     budget = Budget(usd=priced.estimate_cost(circuit, 400))
-    manager = BackendManager({"priced": priced, "simulator": SimulatorBackend()},
-                             degrade=DegradePolicy(("fewer_shots",), min_shots=100))
+    manager = BackendManager(
+        {"priced": priced, "simulator": SimulatorBackend()},
+        degrade=DegradePolicy(("fewer_shots",), min_shots=100),
+    )
     result = await manager.run(circuit, shots=1000, backend="priced", budget=budget)
     assert result.shots == 400 and result.metadata["degraded"] == "fewer_shots: 400"
-    manager = BackendManager({"priced": priced, "simulator": SimulatorBackend()},
-                             degrade=DegradePolicy(("simulator",)))
+    manager = BackendManager(
+        {"priced": priced, "simulator": SimulatorBackend()}, degrade=DegradePolicy(("simulator",))
+    )
     result = await manager.run(circuit, shots=1000, backend="priced", budget=Budget(usd=1.0))
     assert result.backend == "simulator" and result.metadata["degraded"] == "simulator: simulator"
     strict = BackendManager({"priced": priced})
@@ -212,17 +244,24 @@ async def test_degrading_to_fewer_shots_or_the_simulator() -> None:
 
 async def test_transient_errors_are_retried_then_fall_back() -> None:
     flaky = PricedSimulator(transient=2)
-    manager = BackendManager({"priced": flaky, "simulator": SimulatorBackend()},
-                             retry=RetryPolicy(attempts=3, base_delay_s=0.001))
+    manager = BackendManager(
+        {"priced": flaky, "simulator": SimulatorBackend()},
+        retry=RetryPolicy(attempts=3, base_delay_s=0.001),
+    )
     result = await manager.run(bell(), shots=50, backend="priced", seed=1)
     assert result.backend == "priced" and flaky.transient == 0
     dead = PricedSimulator(transient=10)
-    manager = BackendManager({"priced": dead, "simulator": SimulatorBackend()},
-                             retry=RetryPolicy(attempts=3, base_delay_s=0.001))
+    manager = BackendManager(
+        {"priced": dead, "simulator": SimulatorBackend()},
+        retry=RetryPolicy(attempts=3, base_delay_s=0.001),
+    )
     result = await manager.run(bell(), shots=50, backend="priced", seed=1)
     assert result.metadata["fallback_from"] == "priced" and result.backend == "simulator"
-    alone = BackendManager({"priced": PricedSimulator(transient=10)}, fallback=None,
-                           retry=RetryPolicy(attempts=2, base_delay_s=0.001))
+    alone = BackendManager(
+        {"priced": PricedSimulator(transient=10)},
+        fallback=None,
+        retry=RetryPolicy(attempts=2, base_delay_s=0.001),
+    )
     with pytest.raises(BackendUnavailableError, match="2 times"):
         await alone.run(bell(), shots=50, backend="priced")
 
@@ -230,9 +269,10 @@ async def test_transient_errors_are_retried_then_fall_back() -> None:
 async def test_bad_input_is_refused_before_any_reservation() -> None:
     accounting = InMemoryAccounting()
     manager = BackendManager({"priced": PricedSimulator()}, accounting=accounting)
-    with pytest.raises(ValueError):
-        await manager.run(rotation(), [[float("nan")]], shots=10, backend="priced",
-                          budget=Budget(usd=100))
+    with pytest.raises(NonFiniteParameterError):
+        await manager.run(
+            rotation(), [[float("nan")]], shots=10, backend="priced", budget=Budget(usd=100)
+        )
     assert accounting.open_reservations() == 0 and accounting.jobs == {}
 
 
@@ -274,9 +314,15 @@ async def test_budget_holds_across_processes(tmp_path: Path) -> None:
     await upgrade(registry)
     cost = PricedSimulator().estimate_cost(bell(), 100)
     limit = 25 * cost + cost / 3
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, repr(limit), str(ROOT)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, repr(limit), str(ROOT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     ran = 0
     for p in procs:
         out, err = p.communicate(timeout=240)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.util
-import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,22 +19,19 @@ from ..errors import (
     BackendError,
     BackendUnavailableError,
     CredentialsError,
-    JobFailedError,
-    JobTimeoutError,
     MissingDependencyError,
     ShotsError,
-    TransientBackendError,
 )
 from ..observables import ObservableLike, as_observables
 from ..simulator.statevector import pauli_terms
-from .driver import INSTALL_HINT, Driver, JobSpec, JobState, RemoteCallError
+from .driver import INSTALL_HINT, Driver, JobSpec
+from .jobs import JobPolicy, JobRunner
 from .results import (
     Distribution,
     binding_rng,
     histogram_counts,
     label_counts,
     parity_expectations,
-    parse_distribution,
     sample_counts,
 )
 from .targets import DEFAULT_API_URL, NOISE_MODELS, TARGETS, IonQTarget, normalize_api_url
@@ -46,16 +39,11 @@ from .translate import NATIVE_GATES, DriverName, group_terms, job_circuit, lower
 
 __all__ = ["IonQBackend"]
 
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _SDKS: dict[str, tuple[str, str]] = {
     "qiskit": ("qiskit_ionq", "qiskit-ionq"),
     "cirq": ("cirq_ionq", "cirq-ionq"),
 }
-#: Statuses after which a job changes no more.
-_TERMINAL = frozenset({"completed", "failed", "canceled", "cancelled", "deleted"})
 #: Shots sent with an exact-mode job: the ideal simulator returns exact probabilities
 #: whatever the count, and IonQ needs at least one.
 _EXACT_MODE_SHOTS = 1
@@ -130,18 +118,15 @@ class IonQBackend(Backend):
                 raise BackendError("noise models apply to target='simulator' only")
         if error_mitigation is not None and spec.is_simulator:
             raise BackendError("error mitigation applies to QPU targets only")
-        for label, value in (
-            ("job_timeout_s", job_timeout_s),
-            ("poll_interval_s", poll_interval_s),
-            ("max_poll_interval_s", max_poll_interval_s),
-            ("request_timeout_s", request_timeout_s),
-        ):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise BackendError(f"{label} must be a positive number of seconds, got {value!r}")
-        if max_concurrent_jobs < 1 or max_retries < 0 or retry_backoff_s < 0:
-            raise BackendError(
-                "max_concurrent_jobs must be >= 1, max_retries and retry_backoff_s >= 0"
-            )
+        self.policy = JobPolicy(
+            job_timeout_s=job_timeout_s,
+            poll_interval_s=poll_interval_s,
+            max_poll_interval_s=max_poll_interval_s,
+            request_timeout_s=request_timeout_s,
+            max_concurrent_jobs=max_concurrent_jobs,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+        )
         self._api_key = _as_secret(api_key)
         module, distribution = _SDKS[driver]
         if importlib.util.find_spec(module) is None:
@@ -154,17 +139,10 @@ class IonQBackend(Backend):
         self.error_mitigation = error_mitigation
         self.api_url = normalize_api_url(api_url)
         self.name = f"ionq-{target}"
-        self.job_timeout_s = float(job_timeout_s)
-        self.poll_interval_s = float(poll_interval_s)
-        self.max_poll_interval_s = float(max_poll_interval_s)
-        self.request_timeout_s = float(request_timeout_s)
-        self.max_concurrent_jobs = int(max_concurrent_jobs)
-        self.max_retries = int(max_retries)
-        self.retry_backoff_s = float(retry_backoff_s)
         #: Rough typical queue wait in seconds, read by the BackendManager when ranking.
         self.typical_queue_s: float = spec.typical_queue_s
         #: Rough two-qubit gate fidelity, read by the BackendManager when ranking.
-        self.fidelity: float = spec.fidelity if noise_model in (None, "ideal") else 0.99
+        self.fidelity: float = _fidelity(spec, noise_model)
         self._exact = spec.is_simulator and noise_model in (None, "ideal")
         self._capabilities = Capabilities(
             max_qubits=spec.max_qubits,
@@ -175,12 +153,10 @@ class IonQBackend(Backend):
             connectivity=None,  # trapped ions: all-to-all
         )
         self._seeds = np.random.SeedSequence(seed)
+        self._runner = JobRunner(self.name, self.policy)
         self._driver: Driver | None = None
         self._driver_lock: asyncio.Lock | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._lowered: dict[str, Circuit] = {}
-        self._job_ids: collections.deque[str] = collections.deque(maxlen=100_000)
         self._closed = False
 
     # ------------------------------------------------------------------ contract
@@ -191,7 +167,7 @@ class IonQBackend(Backend):
     @property
     def provider_job_ids(self) -> tuple[str, ...]:
         """Every IonQ job id this backend has created, oldest first (failed ones included)."""
-        return tuple(self._job_ids)
+        return self._runner.job_ids
 
     def _mitigation(self, shots: int) -> bool:
         return self.target.price.mitigation_on(shots, self.error_mitigation)
@@ -250,7 +226,7 @@ class IonQBackend(Backend):
         lowered = self._lower(circuit)
         counts = lowered.count_gates()
         driver = await self._ready()
-        value = await self._call(
+        value = await self._runner.call(
             driver.estimate,
             self.target.name,
             counts[1],
@@ -295,8 +271,13 @@ class IonQBackend(Backend):
                 )
         shots = request.shots if request.shots is not None else _EXACT_MODE_SHOTS
         ids: list[str] = []
-        driver = await self._ready()
-        distributions = await self._run_jobs(driver, jobs, shots, seed, circuit, ids)
+        distributions: list[Distribution] = []
+        if jobs:  # observables of identities alone need no job
+            driver = await self._ready()
+            specs = self._specs(jobs, shots, seed, circuit)
+            distributions = await self._runner.run(
+                driver, [(job.circuit, spec) for job, spec in zip(jobs, specs, strict=True)], ids
+            )
         metadata: dict[str, Any] = {
             "target": self.target.name,
             "driver": self.driver_name,
@@ -364,161 +345,20 @@ class IonQBackend(Backend):
         return lowered
 
     # ------------------------------------------------------------------ jobs
-    async def _run_jobs(
-        self,
-        driver: Driver,
-        jobs: list[_Job],
-        shots: int,
-        seed: int,
-        circuit: Circuit,
-        ids: list[str],
-    ) -> list[Distribution]:
-        gate = self._gate()
+    def _specs(self, jobs: list[_Job], shots: int, seed: int, circuit: Circuit) -> list[JobSpec]:
         tag = circuit.content_hash()[:12]
-        out: list[Distribution | None] = [None] * len(jobs)
-
-        async def one(index: int, job: _Job) -> None:
-            spec = JobSpec(
+        return [
+            JobSpec(
                 target=self.target.name,
                 shots=shots,
                 name=f"qdb {tag} b{job.binding} g{max(job.group, 0)}",
                 noise_model=self.noise_model,
-                noise_seed=_noise_seed(seed, job.binding, job.group) if not self._exact else None,
+                noise_seed=None if self._exact else _noise_seed(seed, job.binding, job.group),
                 error_mitigation=self.error_mitigation,
                 metadata={"qdb_circuit": tag, "qdb_binding": str(job.binding)},
             )
-            async with gate:
-                out[index] = await self._run_job(driver, job.circuit, spec, ids)
-
-        # A failing job cancels its siblings, and each cancels its remote job.
-        async with asyncio.TaskGroup() as group:
-            for index, job in enumerate(jobs):
-                group.create_task(one(index, job))
-        return [d for d in out if d is not None]
-
-    async def _run_job(
-        self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]
-    ) -> Distribution:
-        job_id = await self._submit(driver, circuit, spec, ids)
-        finished = False
-        try:
-            state = await self._wait(driver, job_id)
-            finished = True
-            data = await self._call(driver.probabilities, state, idempotent=True)
-            return parse_distribution(data, circuit.num_qubits, job_id)
-        except BaseException:
-            if not finished:
-                # Shielded: a cancelled task still gets its remote job cancelled.
-                await asyncio.shield(self._cancel(driver, job_id))
-            raise
-
-    async def _submit(self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]) -> str:
-        def record(job_id: str) -> str:
-            ids.append(job_id)
-            self._job_ids.append(job_id)
-            logger.debug("IonQ job %s created on %s (%s)", job_id, self.target.name, spec.name)
-            return job_id
-
-        for attempt in range(self.max_retries + 1):
-            call = self._in_thread(driver.submit, circuit, spec)
-            try:
-                return record(await asyncio.wait_for(asyncio.shield(call), self.request_timeout_s))
-            except asyncio.CancelledError:
-                # The POST may still create the job: cancel it as soon as its id arrives.
-                call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
-                raise
-            except TimeoutError as exc:
-                call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
-                raise TransientBackendError(
-                    f"{self.name}: no answer to a job submission within "
-                    f"{self.request_timeout_s:g} s (the job may exist; it will be cancelled "
-                    "if it does)"
-                ) from exc
-            except RemoteCallError as exc:
-                # Only retry what cannot have created a job: a 429/503 or no connection.
-                safe = exc.status in (429, 503) or exc.sent is False
-                if not safe or attempt == self.max_retries:
-                    raise _final(self.name, exc) from exc
-                await self._backoff(attempt, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _cancel_late(
-        self, driver: Driver, call: asyncio.Future[str], record: Callable[[str], str]
-    ) -> None:
-        if call.cancelled() or call.exception() is not None:
-            return
-        job_id = record(call.result())
-        try:
-            self._in_thread(driver.cancel, job_id).add_done_callback(_ignore)
-        except RuntimeError:  # the loop or the pool is gone
-            logger.warning("could not cancel IonQ job %s: the backend is shutting down", job_id)
-
-    async def _wait(self, driver: Driver, job_id: str) -> JobState:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.job_timeout_s
-        interval = self.poll_interval_s
-        while True:
-            state = await self._call(driver.status, job_id, idempotent=True)
-            if state.status == "completed":
-                return state
-            if state.status in ("failed",):
-                raise JobFailedError(f"IonQ job {job_id} failed: {state.failure or 'no message'}")
-            if state.status in _TERMINAL:
-                raise JobFailedError(f"IonQ job {job_id} ended {state.status} before finishing")
-            left = deadline - loop.time()
-            if left <= 0:
-                raise JobTimeoutError(
-                    f"IonQ job {job_id} had no result within {self.job_timeout_s:g} s "
-                    f"(last status {state.status!r}); it was cancelled"
-                )
-            await asyncio.sleep(min(interval, left))
-            interval = min(interval * 1.5, self.max_poll_interval_s)
-
-    async def _cancel(self, driver: Driver, job_id: str) -> None:
-        try:
-            await self._call(driver.cancel, job_id, idempotent=True)
-            logger.info("cancelled IonQ job %s", job_id)
-        except Exception as exc:  # best effort: the original error is what matters
-            logger.warning("could not cancel IonQ job %s: %s", job_id, exc)
-
-    async def _call(self, fn: Callable[..., T], *args: Any, idempotent: bool) -> T:
-        """``fn(*args)`` in the pool under ``request_timeout_s``, retried while it may be."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await asyncio.wait_for(self._in_thread(fn, *args), self.request_timeout_s)
-            except TimeoutError:
-                error = RemoteCallError(
-                    f"{self.name}: no answer within {self.request_timeout_s:g} s", sent=True
-                )
-            except RemoteCallError as exc:
-                error = exc
-            if not idempotent or attempt == self.max_retries:
-                raise _final(self.name, error)
-            await self._backoff(attempt, error)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _backoff(self, attempt: int, error: RemoteCallError) -> None:
-        delay = self.retry_backoff_s * 2**attempt
-        if error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        delay = min(delay, self.max_poll_interval_s)
-        logger.info("%s: %s; retrying in %.3g s", self.name, error, delay)
-        await asyncio.sleep(delay)
-
-    def _in_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                self.max_concurrent_jobs + 2, thread_name_prefix="qdb-ionq"
-            )
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            self._gates = {loop: asyncio.Semaphore(self.max_concurrent_jobs)}
-            gate = self._gates[loop]
-        return gate
+            for job in jobs
+        ]
 
     async def _ready(self) -> Driver:
         """The driver, built on first use (the clients do network calls when set up)."""
@@ -537,17 +377,17 @@ class IonQBackend(Backend):
                 else:
                     from .cirq_driver import load_sdk
                 load_sdk()
-                self._driver = await self._with_timeout(self._in_thread(self._make_driver))
+                timeout = self.policy.request_timeout_s
+                try:
+                    self._driver = await asyncio.wait_for(
+                        self._runner.in_thread(self._make_driver), timeout
+                    )
+                except TimeoutError as exc:
+                    raise BackendUnavailableError(
+                        f"{self.name}: setting up the {self.driver_name} client took longer "
+                        f"than {timeout:g} s"
+                    ) from exc
         return self._driver
-
-    async def _with_timeout(self, awaitable: Awaitable[T]) -> T:
-        try:
-            return await asyncio.wait_for(awaitable, self.request_timeout_s)
-        except TimeoutError as exc:
-            raise BackendUnavailableError(
-                f"{self.name}: setting up the {self.driver_name} client took longer than "
-                f"{self.request_timeout_s:g} s"
-            ) from exc
 
     def _make_driver(self) -> Driver:
         assert self._api_key is not None
@@ -562,10 +402,7 @@ class IonQBackend(Backend):
 
     async def aclose(self) -> None:
         self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            # Threads still blocked in a client call finish on their own; do not wait.
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._runner.close()
 
     def __repr__(self) -> str:
         noise = f", noise_model={self.noise_model!r}" if self.noise_model else ""
@@ -588,19 +425,16 @@ def _as_secret(api_key: str | SecretStr | None) -> SecretStr | None:
     return SecretStr(api_key.strip()) if api_key.strip() else None
 
 
+def _fidelity(target: IonQTarget, noise_model: str | None) -> float:
+    # A noisy simulation is as faithful as the QPU family its noise model imitates.
+    if noise_model is None or noise_model == "ideal":
+        return target.fidelity
+    family = f"qpu.{noise_model.split('-')[0]}-"
+    qpu = next((t for t in TARGETS.values() if t.name.startswith(family)), None)
+    return qpu.fidelity if qpu is not None else 0.97
+
+
 def _noise_seed(seed: int, binding: int, group: int) -> int:
     # IonQ takes a 32-bit noise seed; derive one per job from the run's seed.
     state = np.random.SeedSequence(seed, spawn_key=(binding, group + 1)).generate_state(1)
     return int(state[0] & 0x7FFFFFFF)
-
-
-def _final(name: str, error: RemoteCallError) -> BackendError:
-    """What a call that will not be retried raises: unreachable, or merely transient."""
-    if error.status is None and error.sent is False:
-        return BackendUnavailableError(f"{name}: IonQ could not be reached: {error}")
-    return error
-
-
-def _ignore(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not log it as never retrieved

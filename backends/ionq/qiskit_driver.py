@@ -73,7 +73,7 @@ class QiskitDriver:
         from qiskit_ionq.exceptions import IonQError
 
         self._target = target
-        self._api_path = urlsplit(api_url).path
+        self._api_version = urlsplit(api_url).path.rsplit("/", 1)[-1]
         try:
             with _api_url_for_sizing(api_url), warnings.catch_warnings():
                 # The provider warns about the user's transpiler level (we send QIS gates
@@ -102,11 +102,11 @@ class QiskitDriver:
             "noise_model": spec.noise_model or "ideal",
             "extra_metadata": dict(spec.metadata),
             "extra_query_params": {},
-            "error_mitigation": None
-            if spec.error_mitigation is None
-            else ErrorMitigation.DEBIASING
-            if spec.error_mitigation
-            else ErrorMitigation.NO_DEBIASING,
+            "error_mitigation": {
+                None: None,
+                True: ErrorMitigation.DEBIASING,
+                False: ErrorMitigation.NO_DEBIASING,
+            }[spec.error_mitigation],
         }
         if self._target == "simulator" and spec.noise_seed is not None:
             # The client takes the noise seed from the shared backend options only; a
@@ -126,9 +126,9 @@ class QiskitDriver:
             return job_state(job_id, self._retrieve(self._client, job_id))
 
     def probabilities(self, state: JobState) -> object:
-        # The client strips the version it finds in the URL against its own root, so a
-        # URL built here carries one as IonQ's do ("/v0.4/jobs/{id}/results/...").
-        url = state.results_url or f"{self._api_path}/jobs/{state.id}/results/probabilities"
+        # The client joins this to its root and then strips the first version segment,
+        # so a URL built here starts with one, as IonQ's do ("/v0.4/jobs/{id}/...").
+        url = state.results_url or (f"/{self._api_version}/jobs/{state.id}/results/probabilities")
         with _translated(f"fetching the results of job {state.id}"):
             result: object = self._results(self._client, results_url=url)
         return result

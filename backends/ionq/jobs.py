@@ -1,0 +1,259 @@
+"""Running IonQ jobs through a driver: submit, poll, fetch, cancel; bounded in time and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..circuit import Circuit
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    JobFailedError,
+    JobTimeoutError,
+    TransientBackendError,
+)
+from .driver import Driver, JobSpec, JobState, RemoteCallError
+from .results import Distribution, parse_distribution
+
+__all__ = ["JobPolicy", "JobRunner"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Statuses after which a job changes no more.
+_ENDED = frozenset({"completed", "failed", "canceled", "cancelled", "deleted"})
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """How long to wait, how often to poll, how often to retry, how many jobs at once."""
+
+    job_timeout_s: float = 3600.0
+    poll_interval_s: float = 1.0
+    max_poll_interval_s: float = 30.0
+    request_timeout_s: float = 60.0
+    max_concurrent_jobs: int = 8
+    max_retries: int = 4
+    retry_backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "job_timeout_s",
+            "poll_interval_s",
+            "max_poll_interval_s",
+            "request_timeout_s",
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise BackendError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.max_concurrent_jobs < 1 or self.max_retries < 0 or self.retry_backoff_s < 0:
+            raise BackendError(
+                "max_concurrent_jobs must be >= 1, max_retries and retry_backoff_s >= 0"
+            )
+
+
+class JobRunner:
+    """Runs jobs through a :class:`~backends.ionq.driver.Driver` in a private thread pool.
+
+    Every blocking client call runs under ``request_timeout_s``. Calls that may be
+    repeated are retried with exponential backoff (``Retry-After`` honoured); a job
+    submission only when IonQ cannot have created the job (a 429, a 503, no connection),
+    since a repeated ``POST /jobs`` would run, and bill, it twice. A job is cancelled at
+    IonQ when it times out or when the task awaiting it is cancelled, even mid-submission.
+    """
+
+    def __init__(self, name: str, policy: JobPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self._executor: ThreadPoolExecutor | None = None
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._job_ids: collections.deque[str] = collections.deque(maxlen=100_000)
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        """Every job id created through this runner, oldest first."""
+        return tuple(self._job_ids)
+
+    async def run(
+        self, driver: Driver, jobs: Sequence[tuple[Circuit, JobSpec]], ids: list[str]
+    ) -> list[Distribution]:
+        """Run ``jobs`` concurrently; each id is appended to ``ids`` as soon as it is known."""
+        gate = self._gate()
+        out: list[Distribution | None] = [None] * len(jobs)
+
+        async def one(index: int, circuit: Circuit, spec: JobSpec) -> None:
+            async with gate:
+                out[index] = await self._run_one(driver, circuit, spec, ids)
+
+        # A failing job cancels its siblings, and each cancels its remote job.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, (circuit, spec) in enumerate(jobs):
+                    group.create_task(one(index, circuit, spec))
+        except BaseExceptionGroup as failed:
+            # Callers catch the package's errors, not groups: raise the first failure.
+            first = _first_error(failed)
+            raise first from first.__cause__
+        return [d for d in out if d is not None]
+
+    async def _run_one(
+        self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]
+    ) -> Distribution:
+        job_id = await self._submit(driver, circuit, spec, ids)
+        try:
+            state = await self._wait(driver, job_id)
+        except JobFailedError as exc:
+            if isinstance(exc, JobTimeoutError):
+                await asyncio.shield(self._cancel(driver, job_id))
+            raise  # otherwise the job has ended (or is unknown): nothing to cancel
+        except BaseException:
+            # Shielded: a cancelled task still gets its remote job cancelled.
+            await asyncio.shield(self._cancel(driver, job_id))
+            raise
+        data = await self.call(driver.probabilities, state, idempotent=True)
+        return parse_distribution(data, circuit.num_qubits, job_id)
+
+    async def _submit(self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]) -> str:
+        def record(job_id: str) -> str:
+            ids.append(job_id)
+            self._job_ids.append(job_id)
+            logger.debug("IonQ job %s created on %s (%s)", job_id, spec.target, spec.name)
+            return job_id
+
+        timeout = self.policy.request_timeout_s
+        for attempt in range(self.policy.max_retries + 1):
+            call = self.in_thread(driver.submit, circuit, spec)
+            try:
+                return record(await asyncio.wait_for(asyncio.shield(call), timeout))
+            except asyncio.CancelledError:
+                # The POST may still create the job: cancel it as soon as its id arrives.
+                call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
+                raise
+            except TimeoutError as exc:
+                call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
+                raise TransientBackendError(
+                    f"{self.name}: no answer to a job submission within {timeout:g} s (if the "
+                    "job was created after all, it is cancelled)"
+                ) from exc
+            except RemoteCallError as exc:
+                safe = exc.status in (429, 503) or exc.sent is False
+                if not safe or attempt == self.policy.max_retries:
+                    raise _final(self.name, exc) from exc
+                await self._backoff(attempt, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _cancel_late(
+        self, driver: Driver, call: asyncio.Future[str], record: Callable[[str], str]
+    ) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        job_id = record(call.result())
+        try:
+            self.in_thread(driver.cancel, job_id).add_done_callback(_ignore)
+        except RuntimeError:  # the loop or the pool is gone
+            logger.warning("could not cancel IonQ job %s: the backend is shutting down", job_id)
+
+    async def _wait(self, driver: Driver, job_id: str) -> JobState:
+        policy = self.policy
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.job_timeout_s
+        interval = policy.poll_interval_s
+        while True:
+            state = await self.call(driver.status, job_id, idempotent=True)
+            if state.status == "completed":
+                return state
+            if state.status == "failed":
+                raise JobFailedError(f"IonQ job {job_id} failed: {state.failure or 'no message'}")
+            if state.status in _ENDED:
+                raise JobFailedError(f"IonQ job {job_id} ended {state.status} before finishing")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise JobTimeoutError(
+                    f"IonQ job {job_id} had no result within {policy.job_timeout_s:g} s "
+                    f"(last status {state.status!r}); it was cancelled"
+                )
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 1.5, policy.max_poll_interval_s)
+
+    async def _cancel(self, driver: Driver, job_id: str) -> None:
+        try:
+            await self.call(driver.cancel, job_id, idempotent=True)
+            logger.info("cancelled IonQ job %s", job_id)
+        except Exception as exc:  # best effort: the original error is what matters
+            logger.warning("could not cancel IonQ job %s: %s", job_id, exc)
+
+    async def call(self, fn: Callable[..., T], *args: Any, idempotent: bool) -> T:
+        """``fn(*args)`` in the pool under ``request_timeout_s``, retried if ``idempotent``."""
+        timeout = self.policy.request_timeout_s
+        for attempt in range(self.policy.max_retries + 1):
+            try:
+                return await asyncio.wait_for(self.in_thread(fn, *args), timeout)
+            except TimeoutError:
+                error = RemoteCallError(f"{self.name}: no answer within {timeout:g} s", sent=True)
+            except RemoteCallError as exc:
+                error = exc
+            if not idempotent or attempt == self.policy.max_retries:
+                raise _final(self.name, error)
+            await self._backoff(attempt, error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _backoff(self, attempt: int, error: RemoteCallError) -> None:
+        delay = self.policy.retry_backoff_s * 2**attempt
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        delay = min(delay, self.policy.max_poll_interval_s)
+        logger.info("%s: %s; retrying in %.3g s", self.name, error, delay)
+        await asyncio.sleep(delay)
+
+    def in_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` on the runner's pool (the clients block)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.policy.max_concurrent_jobs + 2, thread_name_prefix="qdb-ionq"
+            )
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:  # a semaphore belongs to one event loop
+            gate = asyncio.Semaphore(self.policy.max_concurrent_jobs)
+            self._gates = {loop: gate}
+        return gate
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Threads still blocked in a client call finish on their own; do not wait.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _final(name: str, error: RemoteCallError) -> BackendError:
+    """What a call that will not be retried raises: unreachable, or merely transient."""
+    if error.status is None and error.sent is False:
+        return BackendUnavailableError(f"{name}: IonQ could not be reached: {error}")
+    return error
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it as never retrieved
