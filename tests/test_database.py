@@ -339,9 +339,16 @@ async def test_writers_in_several_processes_do_not_fail(tmp_path: Path) -> None:
         )
         for k in range(3)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
+    errors = []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=240)
+            errors.append((p.returncode, err))
+    finally:
+        for p in procs:  # never leave a writer behind, even when one failed
+            p.kill()
+            p.wait()
+    assert [code for code, _ in errors] == [0, 0, 0], errors
     async with QuantumDatabase(url).connect() as db:
         versions = [d.version for d in await db.list_datasets()]
         assert versions == list(range(1, 16))

@@ -323,12 +323,17 @@ async def test_budget_holds_across_processes(tmp_path: Path) -> None:
         )
         for _ in range(3)
     ]
-    ran = 0
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-        ran += int(out.strip())
-    assert ran == 25
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=240)
+            outputs.append((p.returncode, out, err))
+    finally:
+        for p in procs:  # never leave a worker behind, even when one failed
+            p.kill()
+            p.wait()
+    assert [code for code, _, _ in outputs] == [0, 0, 0], outputs
+    assert sum(int(out.strip()) for _, out, _ in outputs) == 25
     accounting = SqlAccounting(registry)
     budget = Budget(usd=limit, name="shared")
     assert await accounting.spent(budget) == pytest.approx(25 * cost)

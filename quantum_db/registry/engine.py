@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,13 +10,14 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import await_
 
 from ..errors import ConfigurationError, DatabaseError, RegistryError
 
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a SQLite writer waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: How often a BEGIN that SQLite answers with "database is locked" is tried again.
+_BEGIN_ATTEMPTS = 8
 
 
 def redact_url(url: str) -> str:
@@ -52,7 +56,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # A deferred transaction that later writes can fail at once with "database is
         # locked" when another connection wrote meanwhile, whatever the busy timeout.
         # Taking the write lock up front makes writers queue (up to the timeout) instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Under heavy multi-process load SQLite can still answer BUSY to the BEGIN itself
+        # (nothing has run yet, so it is safe to try again); wait without blocking the loop.
+        for attempt in range(_BEGIN_ATTEMPTS):
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt + 1 == _BEGIN_ATTEMPTS:
+                    raise
+                logger.warning("SQLite was busy at BEGIN (attempt %d); retrying", attempt + 1)
+                await_(asyncio.sleep(min(0.05 * 2**attempt, 2.0)))
 
 
 class Registry:
