@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -388,25 +389,36 @@ async def test_memory_budget_refuses_wide_circuits_before_running() -> None:
         assert small._executor is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="qiskit-aer 0.18.2 holds the GIL while it executes (a 16-qubit batch holds it for "
+    "~0.4 s), so a worker thread cannot keep the event loop free; running Aer in a process "
+    "pool would. Strict: this starts failing, as a reminder, once Aer releases the GIL.",
+)
 async def test_event_loop_stays_responsive_while_aer_runs() -> None:
-    circuit = hardware_efficient_circuit(14, 3)
-    values = np.random.default_rng(0).uniform(0, 1, (16, circuit.num_parameters))
-    ticks = 0
+    circuit = hardware_efficient_circuit(17, 3)
+    values = np.random.default_rng(0).uniform(0, 1, (64, circuit.num_parameters))
+    gaps: list[float] = []
     done = asyncio.Event()
 
     async def ticker() -> None:
-        nonlocal ticks
+        last = time.perf_counter()
         while not done.is_set():
-            ticks += 1
             await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
 
     async with QiskitBackend() as aer:
         task = asyncio.create_task(ticker())
-        result = await aer.run(circuit, values, observables=z_observables(14))
+        started = time.perf_counter()
+        result = await aer.run(circuit, values, observables=z_observables(17))
+        duration = time.perf_counter() - started
         done.set()
         await task
     assert result.expectations is not None
-    assert ticks >= 5, "the Aer run blocked the event loop"
+    # A blocked loop shows one gap as long as the run; a free one only short gaps.
+    assert max(gaps) < max(0.25, duration / 2), (max(gaps), duration)
 
 
 async def test_concurrent_runs_agree_with_sequential_runs() -> None:
