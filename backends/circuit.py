@@ -67,7 +67,8 @@ class Circuit:
             )
         self.num_qubits = num_qubits
         self.name = name
-        self.global_phase = as_angle(global_phase).value()
+        self._hash: str | None = None
+        self._global_phase = as_angle(global_phase).value()
         self._instructions: list[Instruction] = []
         self._measurements: list[Measurement] = []
         self._parameters: dict[str, Parameter] = {}
@@ -75,6 +76,15 @@ class Circuit:
             self._register(p)
 
     # ----------------------------------------------------------------- introspection
+    @property
+    def global_phase(self) -> float:
+        return self._global_phase
+
+    @global_phase.setter
+    def global_phase(self, value: float) -> None:
+        self._global_phase = as_angle(value).value()
+        self._hash = None
+
     @property
     def instructions(self) -> tuple[Instruction, ...]:
         return tuple(self._instructions)
@@ -131,9 +141,15 @@ class Circuit:
         return self.count_gates()[2]
 
     def content_hash(self) -> str:
-        """A SHA-256 of the circuit's content, stable across processes and versions."""
-        payload = json.dumps(self._canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """A SHA-256 of the circuit's content, stable across processes and versions.
+
+        Cached until the circuit changes: backends look plans and transpilations up by it
+        on every run.
+        """
+        if self._hash is None:
+            payload = json.dumps(self._canonical(), sort_keys=True, separators=(",", ":"))
+            self._hash = hashlib.sha256(payload.encode()).hexdigest()
+        return self._hash
 
     def _canonical(self) -> dict[str, Any]:
         def angle(a: Angle) -> list[Any]:
@@ -182,6 +198,7 @@ class Circuit:
         known = self._parameters.get(p.name)
         if known is None:
             self._parameters[p.name] = p
+            self._hash = None
         elif known.kind != p.kind:
             raise CircuitError(
                 f"parameter {p.name!r} is already used as a {known.kind!r} parameter"
@@ -221,6 +238,7 @@ class Circuit:
             if a.parameter is not None:
                 self._register(a.parameter)
         self._instructions.append(Instruction(name, checked, normalized))
+        self._hash = None
         return self
 
     def measure(self, qubit: int, clbit: int) -> Circuit:
@@ -234,6 +252,7 @@ class Circuit:
         if any(m.qubit == q for m in self._measurements):
             raise CircuitError(f"qubit {q} is already measured; measurements are terminal")
         self._measurements.append(Measurement(q, clbit))
+        self._hash = None
         return self
 
     def measure_all(self) -> Circuit:

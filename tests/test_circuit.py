@@ -173,3 +173,20 @@ def test_global_phase_round_trip() -> None:
     np.testing.assert_allclose(
         Operator(c.to_qiskit()).data, np.exp(1j * math.pi / 3) * np.array([[0, 1], [1, 0]])
     )
+
+
+def test_content_hash_follows_every_mutation() -> None:
+    circuit = Circuit(2).h(0)
+    first = circuit.content_hash()
+    assert circuit.content_hash() == first
+    circuit.cx(0, 1)
+    second = circuit.content_hash()
+    assert second != first
+    circuit.global_phase = 0.25
+    third = circuit.content_hash()
+    assert third not in (first, second)
+    circuit.measure(0, 0)
+    assert circuit.content_hash() != third
+    assert circuit.copy().content_hash() == circuit.content_hash()
+    fresh = Circuit(2, global_phase=0.25).h(0).cx(0, 1).measure(0, 0)
+    assert fresh.content_hash() == circuit.content_hash()
