@@ -96,3 +96,41 @@ async def test_a_dead_ionq_backend_falls_back_to_the_simulator(emulator: IonQEmu
     assert result.metadata["fallback_from"] == "ionq"
     assert result.backend == "simulator" and result.counts == [{"1": 20}]
     emulator.start()  # so the fixture can stop it
+
+
+async def test_no_api_key_in_the_registry_or_logs(
+    emulator: IonQEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from sqlalchemy import text
+
+    caplog.set_level(logging.DEBUG)
+    db_file = tmp_path / "keys.sqlite"
+    registry = Registry(f"sqlite+aiosqlite:///{db_file}")
+    await upgrade(registry)
+    manager = BackendManager({"aria": aria(emulator)}, accounting=SqlAccounting(registry))
+    budget = Budget(usd=1000.0, name="key-check")
+    await manager.run(
+        Circuit(1).h(0).measure_all(),
+        shots=10,
+        backend="aria",
+        budget=budget,
+        run_id="secret-check",
+    )
+    emulator.fail_jobs("device error")
+    with pytest.raises(Exception):  # noqa: B017,PT011 - any failure; the point is what is kept
+        await manager.run(Circuit(1).x(0).measure_all(), shots=10, backend="aria", budget=budget)
+    dump = []
+    async with registry.engine.connect() as conn:
+        for table in ("jobs", "budget_ledger", "budgets", "runs"):
+            rows = (await conn.execute(text(f"SELECT * FROM {table}"))).all()
+            dump.extend(str(tuple(r)) for r in rows)
+    assert any("completed" in row for row in dump) and any("failed" in row for row in dump)
+    assert API_KEY not in "\n".join(dump)
+    for path in tmp_path.glob("keys.sqlite*"):  # the database and its WAL
+        assert API_KEY.encode() not in path.read_bytes()
+    assert API_KEY not in caplog.text
+    assert API_KEY not in repr(manager) + repr(manager.get("aria"))
+    await manager.aclose()
+    await registry.aclose()
