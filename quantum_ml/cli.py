@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -132,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantumDBError as exc:
         print(f"qdb {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `qdb estimate | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
