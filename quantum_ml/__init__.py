@@ -3,4 +3,20 @@
 ``quantum_ml`` may import ``backends`` and ``quantum_db``.
 """
 
-__all__: list[str] = []
+from .gradients import (
+    GradientError,
+    GradientMethod,
+    GradientMethodError,
+    QuantumGradientComputer,
+    ShiftRule,
+    shift_rule,
+)
+
+__all__ = [
+    "GradientError",
+    "GradientMethod",
+    "GradientMethodError",
+    "QuantumGradientComputer",
+    "ShiftRule",
+    "shift_rule",
+]
