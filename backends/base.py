@@ -21,7 +21,7 @@ from .errors import (
 )
 from .observables import Observable, ObservableLike, as_observables
 
-__all__ = ["Backend", "Capabilities", "RunRequest", "RunResult"]
+__all__ = ["Backend", "Capabilities", "RunRequest", "RunResult", "as_parameter_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,8 @@ def _as_shots(shots: object, limit: int | None) -> int:
     return int(shots)
 
 
-def _as_values(circuit: Circuit, values: ArrayLike | None) -> NDArray[np.float64]:
+def as_parameter_values(circuit: Circuit, values: ArrayLike | None) -> NDArray[np.float64]:
+    """``values`` as a finite float64 ``[B, P]`` array for ``circuit``, or a specific error."""
     p = circuit.num_parameters
     if values is None:
         if p:
@@ -169,7 +170,7 @@ class Backend(abc.ABC):
                 f"the circuit has {circuit.num_qubits} qubits but {self.name} offers at most "
                 f"{caps.max_qubits}"
             )
-        values = _as_values(circuit, parameter_values)
+        values = as_parameter_values(circuit, parameter_values)
         if caps.max_batch is not None and values.shape[0] > caps.max_batch:
             raise ParameterValueError(
                 f"{values.shape[0]} bindings exceed {self.name}'s max batch of {caps.max_batch}"

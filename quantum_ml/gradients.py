@@ -11,9 +11,9 @@ from typing import Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from backends.base import Backend
+from backends.base import Backend, as_parameter_values
 from backends.circuit import Circuit
-from backends.errors import ParameterCountError, ParameterValueError, QuantumDBError
+from backends.errors import ParameterValueError, QuantumDBError
 from backends.gates import gate_spec
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.parameters import Parameter
@@ -328,7 +328,7 @@ class QuantumGradientComputer:
         wrt: Sequence[int] | None = None,
     ) -> tuple[Array, Array]:
         """``(expectations [B, n_obs], jacobian [B, n_obs, P])`` from the same evaluations."""
-        values = _check_values(circuit, parameter_values)
+        values = as_parameter_values(circuit, parameter_values)
         obs = tuple(as_observables(observables, circuit.num_qubits))
         if not obs:
             raise ParameterValueError("a gradient needs at least one observable")
@@ -488,31 +488,6 @@ class QuantumGradientComputer:
 
 
 # --------------------------------------------------------------------------- validation
-def _check_values(circuit: Circuit, parameter_values: ArrayLike) -> Array:
-    p = circuit.num_parameters
-    try:
-        array = np.asarray(parameter_values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ParameterValueError(
-            f"parameter_values must be a real array of shape [B, {p}]: {exc}"
-        ) from None
-    if array.ndim == 1 and array.shape[0] == p:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ParameterValueError(
-            f"parameter_values must have shape [B, {p}], got an array of shape {array.shape}"
-        )
-    if array.shape[1] != p:
-        raise ParameterCountError(
-            f"each binding needs {p} values (one per circuit parameter), got {array.shape[1]}"
-        )
-    if array.shape[0] == 0:
-        raise ParameterValueError("parameter_values holds no bindings (B = 0)")
-    if not np.all(np.isfinite(array)):
-        raise ParameterValueError("parameter_values must be finite (found NaN or infinity)")
-    return np.ascontiguousarray(array)
-
-
 def _check_wrt(wrt: Sequence[int] | None, num_params: int) -> set[int]:
     if wrt is None:
         return set(range(num_params))
