@@ -11,12 +11,19 @@ from .gradients import (
     ShiftRule,
     shift_rule,
 )
+from .optimizers import SGD, SPSA, Adam, Optimizer, OptimizerError, optimizer_from_state
 
 __all__ = [
+    "SGD",
+    "SPSA",
+    "Adam",
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
+    "Optimizer",
+    "OptimizerError",
     "QuantumGradientComputer",
     "ShiftRule",
+    "optimizer_from_state",
     "shift_rule",
 ]
