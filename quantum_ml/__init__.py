@@ -1,6 +1,8 @@
 """How to learn: encoders, layers and models, gradients, optimizers, the trainer, the CLI.
 
-``quantum_ml`` may import ``backends`` and ``quantum_db``.
+``quantum_ml`` may import ``backends`` and ``quantum_db``. The PyTorch bridge lives in
+``quantum_ml.torch_layer`` (``TorchQuantumLayer``), imported on its own so that the rest
+works without torch installed.
 """
 
 from .gradients import (
@@ -24,6 +26,7 @@ __all__ = [
     "OptimizerError",
     "QuantumGradientComputer",
     "ShiftRule",
+
     "optimizer_from_state",
     "shift_rule",
 ]

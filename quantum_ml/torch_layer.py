@@ -1,0 +1,307 @@
+"""A PyTorch ``nn.Module`` wrapping a parameterized circuit, differentiable through autograd."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import weakref
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.autograd.function import once_differentiable
+
+from backends.base import Backend
+from backends.circuit import Circuit
+from backends.errors import QuantumDBError
+from backends.observables import Observable, ObservableLike, as_observables
+from backends.simulator import SimulatorBackend
+
+from .gradients import QuantumGradientComputer
+
+__all__ = ["TorchLayerError", "TorchQuantumLayer"]
+
+_T = TypeVar("_T")
+Array = NDArray[np.float64]
+
+
+class TorchLayerError(QuantumDBError, ValueError):
+    """A bad argument to :class:`TorchQuantumLayer` (inputs, weights, or configuration)."""
+
+
+# --------------------------------------------------------------------------- portal
+class _Portal:
+    """A daemon thread running its own event loop; sync code submits coroutines to it.
+
+    This lets the layer's synchronous ``forward`` drive the async backends both from plain
+    code and from code already running inside an event loop in the calling thread (where
+    ``asyncio.run`` is not allowed).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name="TorchQuantumLayer-portal", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+
+    def _serve(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._loop.is_closed()
+
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the portal's loop and block until it finishes."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise TorchLayerError(
+                "a TorchQuantumLayer cannot be evaluated from inside its own backend's event loop"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the loop and (unless called from the portal thread itself) join the thread."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:  # closed in between
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+# --------------------------------------------------------------------------- autograd
+class _QuantumFunction(torch.autograd.Function):
+    """``(x [B, I], weights [W]) -> expectations [B, O]`` with the circuit's jacobian."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weights: torch.Tensor, layer: TorchQuantumLayer
+    ) -> torch.Tensor:
+        need_x, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
+        values, jac_x, jac_w = layer._evaluate(x, weights, need_x, need_w)
+        ctx.jac_x = jac_x
+        ctx.jac_w = jac_w
+        ctx.x_dtype = x.dtype
+        ctx.w_dtype = weights.dtype
+        return torch.from_numpy(values).to(dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        g = grad_out.detach().to(device="cpu", dtype=torch.float64).numpy()  # [B, O]
+        grad_x: torch.Tensor | None = None
+        grad_w: torch.Tensor | None = None
+        if ctx.jac_x is not None:
+            gx = np.einsum("bo,boi->bi", g, ctx.jac_x)
+            grad_x = torch.from_numpy(gx).to(dtype=ctx.x_dtype, device=grad_out.device)
+        if ctx.jac_w is not None:
+            gw = np.einsum("bo,bow->w", g, ctx.jac_w)
+            grad_w = torch.from_numpy(gw).to(dtype=ctx.w_dtype, device=grad_out.device)
+        return grad_x, grad_w, None
+
+
+# --------------------------------------------------------------------------- the layer
+class TorchQuantumLayer(torch.nn.Module):
+    """A circuit as a layer: inputs feed its ``"input"`` parameters, ``weights`` the rest.
+
+    ``forward(x)`` takes ``x`` of shape ``[B, n_inputs]`` (or ``[n_inputs]``) and returns the
+    expectations ``[B, n_observables]`` (or ``[n_observables]``) in ``x``'s dtype. The
+    trainable :attr:`weights` (float64 unless an initial tensor of another floating dtype is
+    given) bind the circuit's ``"weight"`` parameters in circuit order. ``weights`` may be an
+    initial tensor, an integer seed, or ``None`` (uniform in ``[0, 2π)`` from torch's global
+    generator, like other ``nn`` layers).
+
+    ``gradient_method`` defaults to ``"adjoint"`` on an exact :class:`SimulatorBackend`
+    (``shots=None``) and to ``"parameter-shift"`` otherwise; a configured
+    :class:`QuantumGradientComputer` is accepted too. Each forward evaluates values and
+    the jacobian in one call and keeps the jacobian for the backward pass (double backward
+    is not supported). With ``shots``, every forward passes the same ``seed``.
+
+    Backends are async; the layer runs them on a private event-loop thread created on first
+    use, so ``forward`` works from plain code and from inside a running event loop. Call
+    :meth:`close` to stop that thread (it is restarted on the next forward); it is not part
+    of the layer's state, which only holds the weights.
+    """
+
+    weights: torch.nn.Parameter
+
+    def __init__(
+        self,
+        circuit: Circuit,
+        backend: Backend,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        *,
+        weights: torch.Tensor | Sequence[float] | int | None = None,
+        gradient_method: str | QuantumGradientComputer | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(circuit, Circuit):
+            raise TorchLayerError(f"expected a backends.Circuit, got {type(circuit).__name__}")
+        if not isinstance(backend, Backend):
+            raise TorchLayerError(f"expected a backends.Backend, got {type(backend).__name__}")
+        self.circuit = circuit
+        self.backend = backend
+        self.observables: tuple[Observable, ...] = tuple(
+            as_observables(observables, circuit.num_qubits)
+        )
+        self.shots = shots
+        self.seed = seed
+        kinds = [p.kind for p in circuit.parameters]
+        self._input_index: list[int] = [i for i, k in enumerate(kinds) if k == "input"]
+        self._weight_index: list[int] = [i for i, k in enumerate(kinds) if k == "weight"]
+        if isinstance(gradient_method, QuantumGradientComputer):
+            self.gradient = gradient_method
+        else:
+            if gradient_method is None:
+                exact = isinstance(backend, SimulatorBackend) and shots is None
+                gradient_method = "adjoint" if exact else "parameter-shift"
+            self.gradient = QuantumGradientComputer(gradient_method)
+        self.weights = torch.nn.Parameter(self._initial_weights(weights))
+        self._portal: _Portal | None = None
+        self._portal_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ shape info
+    @property
+    def num_inputs(self) -> int:
+        return len(self._input_index)
+
+    @property
+    def num_weights(self) -> int:
+        return len(self._weight_index)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.observables)
+
+    def extra_repr(self) -> str:
+        return (
+            f"circuit={self.circuit.name!r}, inputs={self.num_inputs}, "
+            f"weights={self.num_weights}, outputs={self.num_outputs}, "
+            f"backend={self.backend.name!r}, gradient={self.gradient.method!r}, "
+            f"shots={self.shots}"
+        )
+
+    def _initial_weights(
+        self, weights: torch.Tensor | Sequence[float] | int | None
+    ) -> torch.Tensor:
+        n = self.num_weights
+        if weights is None:
+            return torch.rand(n, dtype=torch.float64) * (2 * math.pi)
+        if isinstance(weights, int | np.integer) and not isinstance(weights, bool):
+            rng = np.random.default_rng(int(weights))
+            return torch.from_numpy(rng.uniform(0.0, 2 * math.pi, size=n))
+        try:
+            tensor = torch.as_tensor(weights).detach().clone()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TorchLayerError(f"weights must be a tensor, a seed, or None: {exc}") from None
+        if not tensor.is_floating_point():
+            tensor = tensor.to(torch.float64)
+        if tensor.numel() != n:
+            raise TorchLayerError(
+                f"the circuit has {n} weight parameters but {tensor.numel()} initial weights "
+                "were given"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            raise TorchLayerError("initial weights must be finite")
+        return tensor.reshape(n)
+
+    # ------------------------------------------------------------------ portal
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        with self._portal_lock:
+            portal = self._portal
+            if portal is None or not portal.alive:
+                portal = self._portal = _Portal()
+                # Stop the thread when the layer is garbage collected without close().
+                weakref.finalize(self, portal.close)
+        return portal.call(coro)
+
+    def close(self) -> None:
+        """Stop the layer's event-loop thread; a later forward starts a new one."""
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_portal"] = None
+        state.pop("_portal_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        self._portal = None
+        self._portal_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(
+        self, x: torch.Tensor, weights: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[Array, Array | None, Array | None]:
+        """``(values [B, O], d/dx [B, O, I] or None, d/dw [B, O, W] or None)``."""
+        xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        ws = weights.detach().to(device="cpu", dtype=torch.float64).numpy()
+        b = xs.shape[0]
+        values = np.empty((b, self.circuit.num_parameters))
+        values[:, self._input_index] = xs
+        values[:, self._weight_index] = ws[None, :]
+        wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
+        out, jac = self._run(
+            self.gradient.value_and_jacobian(
+                self.backend,
+                self.circuit,
+                values,
+                self.observables,
+                shots=self.shots,
+                seed=self.seed,
+                wrt=wrt,
+            )
+        )
+        jac_x = np.ascontiguousarray(jac[:, :, self._input_index]) if need_x else None
+        jac_w = np.ascontiguousarray(jac[:, :, self._weight_index]) if need_w else None
+        return np.ascontiguousarray(out, dtype=np.float64), jac_x, jac_w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expectations ``[B, n_observables]`` of the circuit for inputs ``x`` ``[B, n_inputs]``."""
+        if not isinstance(x, torch.Tensor):
+            raise TorchLayerError(f"expected a torch.Tensor input, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TorchLayerError(f"inputs must be a floating-point tensor, got {x.dtype}")
+        squeeze = x.dim() == 1
+        batch = x.unsqueeze(0) if squeeze else x
+        if batch.dim() != 2:
+            raise TorchLayerError(
+                f"inputs must have shape [batch, {self.num_inputs}], got {tuple(x.shape)}"
+            )
+        if batch.shape[1] != self.num_inputs:
+            raise TorchLayerError(
+                f"the circuit takes {self.num_inputs} inputs per sample, got inputs of shape "
+                f"{tuple(x.shape)}"
+            )
+        if batch.shape[0] == 0:
+            raise TorchLayerError("inputs hold no samples (batch size 0)")
+        apply = _QuantumFunction.apply
+        out = cast(torch.Tensor, apply(batch, self.weights, self))  # type: ignore[no-untyped-call]
+        return out.squeeze(0) if squeeze else out
