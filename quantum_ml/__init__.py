@@ -26,7 +26,6 @@ __all__ = [
     "OptimizerError",
     "QuantumGradientComputer",
     "ShiftRule",
-
     "optimizer_from_state",
     "shift_rule",
 ]
