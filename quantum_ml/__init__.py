@@ -5,6 +5,7 @@
 works without torch installed.
 """
 
+from .encoders import EncodingError, QuantumDataEncoder
 from .gradients import (
     GradientError,
     GradientMethod,
@@ -13,18 +14,23 @@ from .gradients import (
     ShiftRule,
     shift_rule,
 )
+from .models import ModelError, QuantumModel
 from .optimizers import SGD, SPSA, Adam, Optimizer, OptimizerError, optimizer_from_state
 
 __all__ = [
     "SGD",
     "SPSA",
     "Adam",
+    "EncodingError",
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
+    "ModelError",
     "Optimizer",
     "OptimizerError",
+    "QuantumDataEncoder",
     "QuantumGradientComputer",
+    "QuantumModel",
     "ShiftRule",
     "optimizer_from_state",
     "shift_rule",
