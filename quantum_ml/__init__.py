@@ -16,6 +16,7 @@ from .gradients import (
 )
 from .models import ModelError, QuantumModel
 from .optimizers import SGD, SPSA, Adam, Optimizer, OptimizerError, optimizer_from_state
+from .trainer import History, QuantumTrainer, TrainingConfig, TrainingError
 
 __all__ = [
     "SGD",
@@ -25,13 +26,17 @@ __all__ = [
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
+    "History",
     "ModelError",
     "Optimizer",
     "OptimizerError",
     "QuantumDataEncoder",
     "QuantumGradientComputer",
     "QuantumModel",
+    "QuantumTrainer",
     "ShiftRule",
+    "TrainingConfig",
+    "TrainingError",
     "optimizer_from_state",
     "shift_rule",
 ]

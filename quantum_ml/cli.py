@@ -54,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="IonQ error mitigation (default: on from 500 shots, as IonQ does)",
     )
-    demo = commands.add_parser("demo", help="run the built-in simulator demo")
-    demo.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
-    demo.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
-    demo.add_argument("--seed", type=int, default=7, help="seed for weights, data and shots")
+    demo = commands.add_parser(
+        "demo", help="the main job: store a dataset, train a hybrid classifier, register it"
+    )
+    demo.add_argument(
+        "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
+    demo.add_argument("--budget", type=float, default=5.0, help="USD the demo may spend")
+    tour = commands.add_parser("tour", help="a tour of the built-in simulator")
+    tour.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
+    tour.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
+    tour.add_argument("--seed", type=int, default=7, help="seed for weights, data and shots")
     return parser
 
 
@@ -148,8 +155,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "datasets":
         return asyncio.run(_datasets(args.url))
     if args.command == "demo":
+        from .training_demo import run_training_demo
+
+        result = asyncio.run(run_training_demo(args.url, budget_usd=args.budget))
+        return 0 if result.test_accuracy >= 0.9 else 1
+    if args.command == "tour":
         if not 2 <= args.qubits <= 20 or not 1 <= args.layers <= 10:
-            print("qdb demo: --qubits must be 2..20 and --layers 1..10", file=sys.stderr)
+            print("qdb tour: --qubits must be 2..20 and --layers 1..10", file=sys.stderr)
             return 2
         return asyncio.run(run_demo(args.qubits, args.layers, args.seed))
     return 2  # pragma: no cover - argparse enforces a command

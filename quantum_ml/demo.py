@@ -1,4 +1,4 @@
-"""The ``qdb demo`` job: a tour of the built-in simulator on a variational circuit."""
+"""The ``qdb tour`` job: a tour of the built-in simulator on a variational circuit."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -109,9 +110,9 @@ def test_missing_sdk_error_names_the_install_command() -> None:
     assert "pip install 'quantum-db[cirq]'" in out.stdout
 
 
-def test_qdb_demo_runs_and_checks_its_gradient() -> None:
+def test_qdb_tour_runs_and_checks_its_gradient() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", "demo", "--qubits", "4", "--layers", "2"],
+        [sys.executable, "-m", "quantum_ml.cli", "tour", "--qubits", "4", "--layers", "2"],
         capture_output=True,
         text=True,
         check=True,
@@ -123,10 +124,30 @@ def test_qdb_demo_runs_and_checks_its_gradient() -> None:
     assert "GHZ state, 1000 shots" in out.stdout
 
 
-def test_qdb_demo_rejects_bad_sizes() -> None:
+def test_qdb_demo_trains_a_classifier_from_a_clean_directory(tmp_path: Path) -> None:
+    """The main job: from an empty directory, a dataset, a trained model, >= 90% accuracy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_"))}
+    out = subprocess.run(
+        [sys.executable, "-m", "quantum_ml.cli", "demo"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    match = re.search(r"test accuracy: (\S+)", out.stdout)
+    assert match, out.stdout
+    assert float(match.group(1)) >= 0.9
+    assert "chose simulator" in out.stdout
+    assert "registered model 'moons-classifier' v1" in out.stdout
+    assert (tmp_path / "quantum_db.sqlite").exists()
+
+
+def test_qdb_tour_rejects_bad_sizes() -> None:
     from quantum_ml.cli import main
 
-    assert main(["demo", "--qubits", "40"]) == 2
+    assert main(["tour", "--qubits", "40"]) == 2
 
 
 def test_examples_run() -> None:
