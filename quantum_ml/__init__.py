@@ -14,6 +14,7 @@ from .gradients import (
     ShiftRule,
     shift_rule,
 )
+from .hpo import HPOError, HPOResult, QuantumHPOSearch
 from .models import ModelError, QuantumModel
 from .optimizers import SGD, SPSA, Adam, Optimizer, OptimizerError, optimizer_from_state
 from .trainer import History, QuantumTrainer, TrainingConfig, TrainingError
@@ -26,12 +27,15 @@ __all__ = [
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
+    "HPOError",
+    "HPOResult",
     "History",
     "ModelError",
     "Optimizer",
     "OptimizerError",
     "QuantumDataEncoder",
     "QuantumGradientComputer",
+    "QuantumHPOSearch",
     "QuantumModel",
     "QuantumTrainer",
     "ShiftRule",

@@ -19,8 +19,14 @@ draw from a checkpointed generator, and nothing depends on the wall clock.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import os
+import signal
+import sys
+import threading
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,16 +34,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from backends.errors import QuantumDBError
+from backends.accounting import Budget
+from backends.errors import BudgetExceededError, QuantumDBError
 from backends.simulator import SimulatorBackend
 
 from .encoders import amplitude_state, state_preparation_circuit
-from .gradients import QuantumGradientComputer
+from .gradients import QuantumGradientComputer, _occurrences, shift_rule
 from .models import QuantumModel
 from .optimizers import SGD, SPSA, Adam, Optimizer, optimizer_from_state
 
 if TYPE_CHECKING:
     from backends.base import Backend
+    from backends.circuit import Circuit
     from quantum_db.database import QuantumDatabase
     from quantum_db.loader import MLDataLoader
 
@@ -51,6 +59,10 @@ _LOSSES = ("cross-entropy", "mse", "bce")
 _GRADIENT_METHODS = ("adjoint", "parameter-shift", "finite-diff", "spsa")
 _MONITORS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 _STATE_FORMAT = 1
+#: Settings that do not change the trained parameters: a run may resume with other values.
+_RESUMABLE_SETTINGS = ("progress", "budget_usd", "budget_name")
+#: Set (to anything but "" or "0") to show ``progress=True`` bars even when not on a TTY.
+FORCE_PROGRESS_ENV = "QDB_FORCE_PROGRESS"
 
 #: Called after every step (``global_step``, ``loss``); may be a coroutine function.
 StepCallback = Callable[[int, float], "Awaitable[None] | None"]
@@ -58,6 +70,11 @@ StepCallback = Callable[[int, float], "Awaitable[None] | None"]
 
 class TrainingError(QuantumDBError, ValueError):
     """Bad training settings, or a model, loader or checkpoint the trainer cannot use."""
+
+
+def _math_settings(config: TrainingConfig) -> dict[str, Any]:
+    """The settings that decide the trained parameters (those a resume must keep)."""
+    return {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_SETTINGS}
 
 
 def _is_int(value: object) -> bool:
@@ -98,6 +115,9 @@ class TrainingConfig:
     max_loss: float = 1e6
     shots: int | None = None
     momentum: float = 0.0
+    progress: bool = False
+    budget_usd: float | None = None
+    budget_name: str = "training"
 
     def __post_init__(self) -> None:
         if not _finite_number(self.learning_rate) or self.learning_rate <= 0:
@@ -139,6 +159,16 @@ class TrainingConfig:
             raise TrainingError("momentum applies to optimizer='sgd' only")
         if self.gradient_method == "adjoint" and self.shots is not None:
             raise TrainingError("gradient_method='adjoint' is exact and takes no shots")
+        if not isinstance(self.progress, bool):
+            raise TrainingError(f"progress must be a bool, got {self.progress!r}")
+        if self.budget_usd is not None and (
+            not _finite_number(self.budget_usd) or self.budget_usd < 0
+        ):
+            raise TrainingError(
+                f"budget_usd must be a finite amount >= 0 or None, got {self.budget_usd!r}"
+            )
+        if not isinstance(self.budget_name, str) or not 1 <= len(self.budget_name) <= 128:
+            raise TrainingError(f"budget_name must be 1-128 characters, got {self.budget_name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,6 +198,7 @@ class History:
     steps: int = 0
     stop_reason: str | None = None
     stopped_early: bool = False
+    cost_usd: float = 0.0
 
     @property
     def final(self) -> dict[str, float]:
@@ -189,6 +220,7 @@ class History:
             "steps": self.steps,
             "stop_reason": self.stop_reason,
             "stopped_early": self.stopped_early,
+            "cost_usd": self.cost_usd,
         }
 
     @classmethod
@@ -202,6 +234,7 @@ class History:
             steps=int(state["steps"]),
             stop_reason=None if state["stop_reason"] is None else str(state["stop_reason"]),
             stopped_early=bool(state["stopped_early"]),
+            cost_usd=float(state.get("cost_usd", 0.0)),
         )
 
 
@@ -331,16 +364,9 @@ class QuantumTrainer:
         parity = np.array([[bin(k & s).count("1") & 1 for s in masks] for k in masks])
         return np.asarray((1.0 - 2.0 * parity) / 2**model.n_qubits, dtype=np.float64)
 
-    async def _expectations_and_jacobian(
-        self, model: QuantumModel, X: Array, step_seed: int, perturbation: float | None
-    ) -> tuple[Array, Array]:
-        """Expectations ``[B, O]`` and their jacobian w.r.t. the weights ``[B, O, W]``."""
-        computer = QuantumGradientComputer(
-            self.gradient_method, step=perturbation if self.gradient_method == "spsa" else None
-        )
+    def _plan(self, model: QuantumModel, X: Array) -> list[tuple[Circuit, Array, list[int]]]:
+        """The evaluations of one step: ``(circuit, bindings [R, P], wrt)`` per backend call."""
         trainable = np.flatnonzero(model.trainable_mask)
-        shots = self.config.shots
-        seed = step_seed if (shots is not None or self.gradient_method == "spsa") else None
         n_w = model.num_weights
         if model.encoding == "angle":
             angles = model.encoder.transform(X) if model.encoder is not None else X
@@ -350,41 +376,91 @@ class QuantumTrainer:
                 )
             n_in = model.circuit.num_parameters - n_w
             values = np.hstack([angles, np.broadcast_to(model.weights, (len(angles), n_w))])
-            exp, jac = await computer.value_and_jacobian(
-                self.backend,
-                model.circuit,
-                values,
-                model.observables,
-                shots=shots,
-                seed=seed,
-                wrt=[int(n_in + i) for i in trainable],
-            )
-            return exp, jac[:, :, n_in:]
+            return [(model.circuit, values, [int(n_in + i) for i in trainable])]
         states = (
             model.encoder.transform(X)
             if model.encoder is not None
             else np.stack([amplitude_state(row, model.n_qubits) for row in X])
         )
-        exps, jacs = [], []
-        for state in states:
-            circuit = model._build(False, state_preparation_circuit(state, model.n_qubits))
-            exp, jac = await computer.value_and_jacobian(
-                self.backend,
-                circuit,
+        return [
+            (
+                model._build(False, state_preparation_circuit(state, model.n_qubits)),
                 model.weights[None, :],
-                model.observables,
-                shots=shots,
-                seed=seed,
-                wrt=[int(i) for i in trainable],
+                [int(i) for i in trainable],
+            )
+            for state in states
+        ]
+
+    def _computer(self, perturbation: float | None) -> QuantumGradientComputer:
+        return QuantumGradientComputer(
+            self.gradient_method, step=perturbation if self.gradient_method == "spsa" else None
+        )
+
+    def _step_cost(
+        self, model: QuantumModel, plan: list[tuple[Circuit, Array, list[int]]]
+    ) -> float:
+        """Estimated USD price of every evaluation the step's gradient computation submits."""
+        computer = self._computer(None)
+        total = 0.0
+        for circuit, values, wrt in plan:
+            rows = int(values.shape[0])
+            if self.gradient_method == "parameter-shift":
+                wanted = set(wrt)
+                shifts = sum(
+                    len(shift_rule(o.gate).shifts)
+                    for o in _occurrences(circuit)
+                    if o.param in wanted
+                )
+                rows *= 1 + shifts
+            elif self.gradient_method == "finite-diff":
+                rows *= 1 + 2 * len(wrt)
+            elif self.gradient_method == "spsa":
+                rows *= 1 + 2 * computer.n_samples
+            total += self.backend.estimate_run_cost(
+                circuit, self.config.shots, model.observables, batch_size=rows
+            )
+        return float(total)
+
+    async def _expectations_and_jacobian(
+        self,
+        model: QuantumModel,
+        X: Array,
+        step_seed: int,
+        perturbation: float | None,
+        plan: list[tuple[Circuit, Array, list[int]]] | None = None,
+    ) -> tuple[Array, Array]:
+        """Expectations ``[B, O]`` and their jacobian w.r.t. the weights ``[B, O, W]``."""
+        computer = self._computer(perturbation)
+        shots = self.config.shots
+        seed = step_seed if (shots is not None or self.gradient_method == "spsa") else None
+        if plan is None:
+            plan = self._plan(model, X)
+        if model.encoding == "angle":
+            circuit, values, wrt = plan[0]
+            n_in = model.circuit.num_parameters - model.num_weights
+            exp, jac = await computer.value_and_jacobian(
+                self.backend, circuit, values, model.observables, shots=shots, seed=seed, wrt=wrt
+            )
+            return exp, jac[:, :, n_in:]
+        exps, jacs = [], []
+        for circuit, values, wrt in plan:
+            exp, jac = await computer.value_and_jacobian(
+                self.backend, circuit, values, model.observables, shots=shots, seed=seed, wrt=wrt
             )
             exps.append(exp[0])
             jacs.append(jac[0])
         return np.stack(exps), np.stack(jacs)
 
     async def _loss_and_gradient(
-        self, model: QuantumModel, X: Array, y: NDArray[Any], step_seed: int, pert: float | None
+        self,
+        model: QuantumModel,
+        X: Array,
+        y: NDArray[Any],
+        step_seed: int,
+        pert: float | None,
+        plan: list[tuple[Circuit, Array, list[int]]] | None = None,
     ) -> tuple[float, Array, int | None]:
-        exp, jac = await self._expectations_and_jacobian(model, X, step_seed, pert)
+        exp, jac = await self._expectations_and_jacobian(model, X, step_seed, pert, plan)
         t_map = self._readout_map(model)
         readout = exp @ t_map.T
         w_head, b_head = model.head_weight, model.head_bias
@@ -498,7 +574,7 @@ class QuantumTrainer:
             state = checkpoint.state
             if state.get("format") != _STATE_FORMAT:
                 raise TrainingError(f"checkpoint of run {run_id!r} has an unknown format")
-            if TrainingConfig.from_dict(state["config"]) != c:
+            if _math_settings(TrainingConfig.from_dict(state["config"])) != _math_settings(c):
                 raise TrainingError(
                     f"run {run_id!r} was started with another TrainingConfig; "
                     "resume it with the same settings or use a new run_id"
@@ -511,6 +587,8 @@ class QuantumTrainer:
             rng.bit_generator.state = state["rng"]
             progress = dict(state["progress"])
             history = History.from_state(state["history"])
+            if history.stop_reason in ("interrupted", "budget"):
+                history.stop_reason = None  # a stop that leaves the run resumable
             if progress["finished"]:
                 return history
         elif not await self.db.runs.exists(run_id):
@@ -518,6 +596,8 @@ class QuantumTrainer:
                 run_id, config=c.to_dict(), backend=self.backend.name, seed=c.seed
             )
 
+        self._stop_signal: int | None = None
+        restore = self._install_signal_handlers()
         try:
             await self._loop(
                 model, train_loader, val_loader, run_id, optimizer, rng, progress, history
@@ -525,10 +605,67 @@ class QuantumTrainer:
         except BaseException:
             await self.db.metrics.flush()
             raise
+        finally:
+            restore()
         await self.db.metrics.flush()
-        status = "completed" if history.stop_reason in (None, "early_stopping") else "stopped"
+        if history.stop_reason in (None, "early_stopping"):
+            status = "completed"
+        elif history.stop_reason == "interrupted":
+            status = "interrupted"
+        else:
+            status = "stopped"
         await self.db.runs.set_status(run_id, status)
         return history
+
+    def _request_stop(self, signum: int) -> None:
+        self._stop_signal = signum
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        """Make SIGINT/SIGTERM request a stop at the next step boundary; returns the undo.
+
+        Only possible in the main thread on an event loop that supports signal handlers
+        (not on Windows); elsewhere nothing is installed and signals act as before.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        installed: list[tuple[signal.Signals, Any]] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous = signal.getsignal(sig)
+                loop.add_signal_handler(sig, self._request_stop, int(sig))
+            except (NotImplementedError, RuntimeError, ValueError, OSError):
+                continue
+            installed.append((sig, previous))
+
+        def restore() -> None:
+            for sig, previous in installed:
+                try:
+                    loop.remove_signal_handler(sig)
+                    if previous is not None:
+                        signal.signal(sig, previous)
+                except (RuntimeError, ValueError, OSError):  # pragma: no cover - loop closed
+                    pass
+
+        return restore
+
+    def _progress_bar(self, total: int, initial: int, epoch: int) -> Any:
+        """A tqdm bar on stderr for one epoch, or ``None`` (``progress`` off)."""
+        if not self.config.progress:
+            return None
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        forced = os.environ.get(FORCE_PROGRESS_ENV, "") not in ("", "0")
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            unit="step",
+            file=sys.stderr,
+            disable=False if forced else None,  # None: off when stderr is not a TTY
+            leave=True,
+            dynamic_ncols=True,
+        )
 
     async def _loop(
         self,
@@ -545,63 +682,117 @@ class QuantumTrainer:
         frozen = ~model.trainable_mask
         n_w = model.num_weights
 
+        accounting = self.db.backend_manager.accounting
+        budget = None if c.budget_usd is None else Budget(float(c.budget_usd), c.budget_name)
+        progress.setdefault("cost", 0.0)
+
         async def checkpoint() -> None:
             state = self._state(model, optimizer, rng, progress, history)
             await self._save(run_id, int(progress["step"]), state, history)
 
+        async def stop(reason: str, message: str) -> None:
+            """Log the epoch's cost so far, checkpoint the step boundary and record why."""
+            history.stop_reason = reason
+            if progress["cost"]:
+                await self.db.metrics.log(
+                    run_id, {"cost_usd": float(progress["cost"])}, int(progress["step"])
+                )
+                progress["cost"] = 0.0
+            await checkpoint()
+            print(f"[quantum-db] run {run_id!r}: {message}", file=sys.stderr, flush=True)
+
         while progress["epoch"] < c.epochs and not progress["finished"]:
             epoch = int(progress["epoch"])
             train_loader.set_epoch(epoch)
-            k = 0
-            async for X, y in train_loader:
-                if k < progress["batch"]:
+            bar = self._progress_bar(len(train_loader), int(progress["batch"]), epoch)
+            try:
+                k = 0
+                async for X, y in train_loader:
+                    if k < progress["batch"]:
+                        k += 1
+                        continue
+                    if self._stop_signal is not None:
+                        name = signal.Signals(self._stop_signal).name
+                        await stop(
+                            "interrupted",
+                            f"{name} received; checkpointed at step {progress['step']}",
+                        )
+                        return
+                    plan = self._plan(model, X)
+                    cost = self._step_cost(model, plan)
+                    job_id: str | None = None
+                    if budget is not None and cost > 0:
+                        job_id = f"train-{uuid.uuid4().hex}"
+                        try:
+                            await accounting.reserve(budget, job_id, cost)
+                        except BudgetExceededError as exc:
+                            await stop(
+                                "budget",
+                                f"stopped at step {progress['step']} by the budget: {exc}",
+                            )
+                            return
+                    try:
+                        step_seed = int(rng.integers(2**62))
+                        pert = optimizer.perturbation() if isinstance(optimizer, SPSA) else None
+                        theta = self._flat(model)
+                        loss, grad, right = await self._loss_and_gradient(
+                            model, X, y, step_seed, pert, plan
+                        )
+                    except BaseException:
+                        if job_id is not None:
+                            await accounting.release(job_id)
+                        raise
+                    if job_id is not None:
+                        await accounting.settle(job_id, cost)
+                    progress["cost"] += cost
+                    history.cost_usd += cost
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    grad_norm = float(np.linalg.norm(grad))
+                    reason = None
+                    if not math.isfinite(loss):
+                        reason = "nan_loss"
+                    elif loss > c.max_loss:
+                        reason = "exploding_loss"
+                    elif not math.isfinite(grad_norm):
+                        reason = "nan_gradient"
+                    elif grad_norm < c.max_grad_norm_vanishing:
+                        reason = "vanishing_gradient"
+                    if reason is not None and reason != "vanishing_gradient":
+                        history.stop_reason = reason
+                        progress["finished"] = True
+                        await checkpoint()
+                        return
+                    new = optimizer.step(theta, grad)
+                    new[:n_w][frozen] = theta[:n_w][frozen]
+                    self._unflat(model, new)
                     k += 1
-                    continue
-                step_seed = int(rng.integers(2**62))
-                pert = optimizer.perturbation() if isinstance(optimizer, SPSA) else None
-                theta = self._flat(model)
-                loss, grad, right = await self._loss_and_gradient(model, X, y, step_seed, pert)
-                grad_norm = float(np.linalg.norm(grad))
-                reason = None
-                if not math.isfinite(loss):
-                    reason = "nan_loss"
-                elif loss > c.max_loss:
-                    reason = "exploding_loss"
-                elif not math.isfinite(grad_norm):
-                    reason = "nan_gradient"
-                elif grad_norm < c.max_grad_norm_vanishing:
-                    reason = "vanishing_gradient"
-                if reason is not None and reason != "vanishing_gradient":
-                    history.stop_reason = reason
-                    progress["finished"] = True
-                    await checkpoint()
-                    return
-                new = optimizer.step(theta, grad)
-                new[:n_w][frozen] = theta[:n_w][frozen]
-                self._unflat(model, new)
-                k += 1
-                progress["batch"] = k
-                progress["step"] += 1
-                progress["loss_sum"] += loss * len(X)
-                progress["count"] += len(X)
-                if right is None:
-                    progress["classify"] = False
-                else:
-                    progress["correct"] += right
-                history.steps = int(progress["step"])
-                step = int(progress["step"])
-                await self.db.metrics.log(run_id, {"loss": loss, "grad_norm": grad_norm}, step)
-                if reason is not None:
-                    history.stop_reason = reason
-                    progress["finished"] = True
-                    await checkpoint()
-                    return
-                if step % c.checkpoint_every == 0:
-                    await checkpoint()
-                if self.on_step is not None:
-                    maybe = self.on_step(step, loss)
-                    if maybe is not None:
-                        await maybe
+                    progress["batch"] = k
+                    progress["step"] += 1
+                    progress["loss_sum"] += loss * len(X)
+                    progress["count"] += len(X)
+                    if right is None:
+                        progress["classify"] = False
+                    else:
+                        progress["correct"] += right
+                    history.steps = int(progress["step"])
+                    step = int(progress["step"])
+                    await self.db.metrics.log(run_id, {"loss": loss, "grad_norm": grad_norm}, step)
+                    if reason is not None:
+                        history.stop_reason = reason
+                        progress["finished"] = True
+                        await checkpoint()
+                        return
+                    if step % c.checkpoint_every == 0:
+                        await checkpoint()
+                    if self.on_step is not None:
+                        maybe = self.on_step(step, loss)
+                        if maybe is not None:
+                            await maybe
+            finally:
+                if bar is not None:
+                    bar.close()
             await self._end_epoch(model, val_loader, run_id, progress, history)
             await checkpoint()
 
@@ -628,9 +819,11 @@ class QuantumTrainer:
         for key, value in metrics.items():
             getattr(history, key).append(value)
         finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        if finite:
-            await self.db.metrics.log(run_id, finite, int(progress["step"]))
-        progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, count=0, classify=True)
+        finite["cost_usd"] = float(progress.get("cost", 0.0))
+        await self.db.metrics.log(run_id, finite, int(progress["step"]))
+        progress.update(
+            epoch=epoch + 1, batch=0, loss_sum=0.0, correct=0, count=0, classify=True, cost=0.0
+        )
         if progress["epoch"] >= c.epochs:
             progress["finished"] = True
         if c.patience is None or c.monitor not in metrics:
