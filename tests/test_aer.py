@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from qiskit.providers.fake_provider import GenericBackendV2
-from qiskit.quantum_info import Statevector
 from qiskit.transpiler import CouplingMap
 from qiskit_aer.noise import NoiseModel, depolarizing_error
-from scipy import stats
 
 from backends import (
     BackendError,
@@ -31,7 +28,8 @@ from backends.gates import GATES
 from backends.templates import hardware_efficient_circuit, z_observables
 
 from .looptools import longest_stall
-from .randomcircuits import random_circuit, to_qiskit_reference
+from .randomcircuits import random_circuit
+from .sampling import assert_chi_square, expected_distribution
 
 PAULIS = np.array(list("IXYZ"))
 
@@ -54,40 +52,6 @@ def random_observables(rng: np.random.Generator, n: int) -> list[Observable]:
         weighted,
         Observable([("I" * n, 0.75), ("Z" * n, -1.5)]),
     ]
-
-
-def expected_distribution(circuit: Circuit, values: Sequence[float]) -> dict[str, float]:
-    """Born-rule probabilities of the classical bit strings, from Qiskit's ``Statevector``."""
-    measured = circuit.measurements or circuit.copy().measure_all().measurements
-    pairs = sorted((m.clbit, m.qubit) for m in measured)
-    width = 1 + pairs[-1][0]
-    state = Statevector(to_qiskit_reference(circuit, list(values), measurements=False))
-    out: dict[str, float] = {}
-    for index, p in enumerate(state.probabilities(qargs=[q for _, q in pairs])):
-        bits = ["0"] * width
-        for k, (clbit, _) in enumerate(pairs):
-            bits[width - 1 - clbit] = str((index >> k) & 1)
-        key = "".join(bits)
-        out[key] = out.get(key, 0.0) + float(p)
-    return out
-
-
-def assert_chi_square(counts: dict[str, int], expected: dict[str, float], shots: int) -> None:
-    """Chi-square of ``counts`` against ``expected``, outcomes expected under 5 times pooled."""
-    assert sum(counts.values()) == shots
-    assert set(counts) <= {k for k, p in expected.items() if p > 1e-12}
-    big = sorted(k for k, p in expected.items() if p * shots >= 5)
-    observed = [counts.get(k, 0) for k in big]
-    wanted = [expected[k] * shots for k in big]
-    rest_obs, rest_exp = shots - sum(observed), shots - sum(wanted)
-    if rest_exp >= 5:
-        observed.append(rest_obs)
-        wanted.append(rest_exp)
-    else:
-        wanted[-1] += rest_exp
-        observed[-1] += rest_obs
-    if len(wanted) > 1:
-        assert stats.chisquare(observed, wanted).pvalue > 1e-4
 
 
 async def reference_and_sigma(

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from qiskit.quantum_info import SparsePauliOp, Statevector
-from scipy import stats
 
 from backends import (
     BackendError,
@@ -24,6 +23,7 @@ from backends.templates import hardware_efficient_circuit, z_observables
 
 from .looptools import longest_stall
 from .randomcircuits import random_circuit, to_qiskit_reference
+from .sampling import assert_chi_square, expected_distribution
 
 PAULIS = np.array(list("IXYZ"))
 
@@ -138,20 +138,6 @@ async def test_unfused_constant_gates_agree(monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_allclose(unfused.expectations, expected, atol=1e-12)  # type: ignore[arg-type]
 
 
-def _expected_distribution(circuit: Circuit, values: np.ndarray) -> dict[str, float]:
-    pairs = sorted((m.clbit, m.qubit) for m in circuit.measurements)
-    width = circuit.num_clbits
-    state = Statevector(to_qiskit_reference(circuit, list(values), measurements=False))
-    probs = state.probabilities(qargs=[q for _, q in pairs])
-    out: dict[str, float] = {}
-    for index, p in enumerate(probs):
-        bits = ["0"] * width
-        for k, (clbit, _) in enumerate(pairs):
-            bits[width - 1 - clbit] = str((index >> k) & 1)
-        out["".join(bits)] = out.get("".join(bits), 0.0) + float(p)
-    return out
-
-
 @pytest.mark.parametrize("case", range(12))
 async def test_counts_follow_the_born_rule(case: int) -> None:
     rng = np.random.default_rng(900 + case)
@@ -163,22 +149,7 @@ async def test_counts_follow_the_born_rule(case: int) -> None:
         result = await sim.run(circuit, values, shots=shots, seed=case)
     assert result.counts is not None
     for row, counts in enumerate(result.counts):
-        expected = _expected_distribution(circuit, values[row])
-        assert sum(counts.values()) == shots
-        assert set(counts) <= {k for k, p in expected.items() if p > 1e-12}
-        # Chi-square over outcomes expected at least 5 times; the rest pooled.
-        big = sorted(k for k, p in expected.items() if p * shots >= 5)
-        observed = [counts.get(k, 0) for k in big]
-        wanted = [expected[k] * shots for k in big]
-        rest_obs, rest_exp = shots - sum(observed), shots - sum(wanted)
-        if rest_exp >= 5:
-            observed.append(rest_obs)
-            wanted.append(rest_exp)
-        else:
-            wanted[-1] += rest_exp
-            observed[-1] += rest_obs
-        if len(big) > 1:
-            assert stats.chisquare(observed, wanted).pvalue > 1e-4
+        assert_chi_square(counts, expected_distribution(circuit, values[row]), shots)
 
 
 async def test_counts_do_not_depend_on_threads_or_chunks() -> None:
