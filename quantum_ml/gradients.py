@@ -14,7 +14,6 @@ from numpy.typing import ArrayLike, NDArray
 from backends.base import Backend, as_parameter_values
 from backends.circuit import Circuit
 from backends.errors import ParameterValueError, QuantumDBError
-from backends.gates import gate_spec
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.parameters import Parameter
 from backends.simulator import SimulatorBackend
@@ -32,7 +31,6 @@ GradientMethod = Literal["parameter-shift", "adjoint", "spsa", "finite-diff"]
 _METHODS: tuple[str, ...] = get_args(GradientMethod)
 
 Array = NDArray[np.float64]
-Matrices = NDArray[np.complex128]
 
 
 class GradientError(QuantumDBError):
@@ -139,112 +137,6 @@ def _split_circuit(circuit: Circuit, occ: Sequence[_Occurrence]) -> Circuit:
     return derived
 
 
-# --------------------------------------------------------------------------- adjoint
-def _apply(states: Matrices, n: int, qubits: tuple[int, ...], m: Matrices) -> Matrices:
-    """``(I ⊗ m ⊗ I) |row>`` for every row of ``states`` ``[R, 2**n]``; ``m`` ``[R|1, d, d]``.
-
-    The first listed qubit is the most significant bit of ``m``; qubit ``q`` is bit ``q``
-    of the amplitude index, i.e. axis ``n - q`` of the ``[R, 2, ..., 2]`` view.
-    """
-    r = states.shape[0]
-    k = len(qubits)
-    axes = [n - q for q in qubits]
-    view = np.moveaxis(states.reshape((r,) + (2,) * n), axes, list(range(1, k + 1)))
-    shape = view.shape
-    out = np.matmul(m, view.reshape(r, 1 << k, -1)).reshape(shape)
-    result: Matrices = np.moveaxis(out, list(range(1, k + 1)), axes).reshape(r, 1 << n)
-    return result
-
-
-def _gate_derivative(name: str, angles: Array, slot: int) -> Matrices:
-    """Exact ``dU/d angles[..., slot]`` of gate ``name``, batched like the matrix functions."""
-    spec = gate_spec(name)
-    shifted = angles.copy()
-    if name in ("rx", "ry", "rz", "rxx", "ryy", "rzz"):
-        # U = exp(-i a G / 2), G² = I: dU/da = -i G/2 U = U(a + π) / 2.
-        shifted[..., slot] += math.pi
-        return 0.5 * spec.matrix(shifted)
-    if name in ("crx", "cry", "crz"):
-        shifted[..., slot] += math.pi
-        proj = np.diag([1.0, 1.0, 0.0, 0.0]).astype(np.complex128)
-        return 0.5 * (spec.matrix(shifted) - proj)
-    if name == "p":
-        shifted[..., slot] += _HALF_PI
-        return spec.matrix(shifted) - np.diag([1.0, 0.0]).astype(np.complex128)
-    if name == "u":
-        if slot == 0:
-            shifted[..., 0] += math.pi
-            return 0.5 * spec.matrix(shifted)
-        u = spec.matrix(angles)
-        one = np.diag([0.0, 1j])
-        d: Matrices = one @ u if slot == 1 else u @ one
-        return d
-    raise GradientError(f"gate {name!r} has no adjoint derivative")
-
-
-def _apply_observable(states: Matrices, n: int, obs: Observable) -> Matrices:
-    paulis = {
-        "X": np.array([[[0, 1], [1, 0]]], dtype=np.complex128),
-        "Y": np.array([[[0, -1j], [1j, 0]]], dtype=np.complex128),
-        "Z": np.array([[[1, 0], [0, -1]]], dtype=np.complex128),
-    }
-    total = np.zeros_like(states)
-    for term in obs.terms:
-        out = states
-        for q, c in enumerate(reversed(term.label)):
-            if c != "I":
-                out = _apply(out, n, (q,), paulis[c])
-        total += term.coeff * out
-    return total
-
-
-def _adjoint(
-    circuit: Circuit, values: Array, observables: tuple[Observable, ...], wanted: set[int]
-) -> tuple[Array, Array]:
-    """Adjoint differentiation: ``(expectations [B, O], angle gradients [B, O, K])``."""
-    n = circuit.num_qubits
-    b = values.shape[0]
-    n_obs = len(observables)
-    occ = _occurrences(circuit)
-    bindings = {p: values[:, i] for i, p in enumerate(circuit.parameters)}
-    per_inst: list[Array] = []
-    for inst in circuit.instructions:
-        cols = [
-            np.full(b, a.offset)
-            if a.parameter is None
-            else a.coeff * bindings[a.parameter] + a.offset
-            for a in inst.angles
-        ]
-        per_inst.append(np.stack(cols, axis=-1) if cols else np.zeros((1, 0)))
-    mats = [
-        gate_spec(i.name).matrix(a) for i, a in zip(circuit.instructions, per_inst, strict=True)
-    ]
-
-    phi: Matrices = np.zeros((b, 1 << n), dtype=np.complex128)
-    phi[:, 0] = 1.0
-    for inst, m in zip(circuit.instructions, mats, strict=True):
-        phi = _apply(phi, n, inst.qubits, m)
-    lam = np.concatenate([_apply_observable(phi, n, o) for o in observables])  # [O*B, 2**n]
-    value = np.einsum("obj,bj->bo", np.conj(lam.reshape(n_obs, b, -1)), phi).real
-
-    slot_of = {(o.instruction, o.slot): k for k, o in enumerate(occ)}
-    grads = np.zeros((b, n_obs, len(occ)))
-    for i in range(len(circuit.instructions) - 1, -1, -1):
-        inst = circuit.instructions[i]
-        dagger = np.conj(np.swapaxes(mats[i], -1, -2))
-        phi = _apply(phi, n, inst.qubits, dagger)
-        for s in range(len(inst.angles)):
-            k = slot_of.get((i, s))
-            if k is None or occ[k].param not in wanted:
-                continue
-            d_phi = _apply(phi, n, inst.qubits, _gate_derivative(inst.name, per_inst[i], s))
-            overlap = np.einsum("obj,bj->bo", np.conj(lam.reshape(n_obs, b, -1)), d_phi)
-            grads[:, :, k] = 2.0 * overlap.real
-        rep = dagger if dagger.shape[0] == 1 else np.tile(dagger, (n_obs, 1, 1))
-        lam = _apply(lam, n, inst.qubits, rep)
-    return value, grads
-
-
 # --------------------------------------------------------------------------- the computer
 class QuantumGradientComputer:
     """Jacobians ``d<O_j>/d theta_p`` of a circuit's expectations, ``[B, n_obs, P]``.
@@ -256,8 +148,9 @@ class QuantumGradientComputer:
       chain rule for affine and reused parameters. Every shifted binding of every input
       goes to the backend in one batch (split into concurrent runs only above the backend's
       ``max_batch`` or ``chunk_size``). Works exactly or with shots, on any backend.
-    * ``"adjoint"``: exact adjoint differentiation in numpy; :class:`SimulatorBackend`
-      without shots only.
+    * ``"adjoint"``: exact adjoint differentiation on the simulator's fused plan
+      (:meth:`SimulatorBackend.adjoint_jacobian`); :class:`SimulatorBackend` without shots
+      only.
     * ``"finite-diff"``: central differences with step ``step`` (default ``1e-5``: the
       truncation error ``~h²`` and the round-off ``~1e-16/h`` both stay near ``1e-10``, so
       exact results agree with the analytic gradient to about ``1e-8``).
@@ -481,10 +374,7 @@ class QuantumGradientComputer:
                 "adjoint differentiation is exact and takes no shots; call it with shots=None "
                 "or use method='parameter-shift' to estimate gradients from shots"
             )
-        backend.validate(circuit, values, obs)  # qubit and memory limits of the backend
-        value, angle_grad = await asyncio.to_thread(_adjoint, circuit, values, obs, wanted)
-        jac = angle_grad @ _chain_matrix(_occurrences(circuit), circuit.num_parameters)
-        return value, np.ascontiguousarray(jac)
+        return await backend.adjoint_jacobian(circuit, values, obs, wrt=sorted(wanted))
 
 
 # --------------------------------------------------------------------------- validation

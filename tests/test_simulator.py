@@ -109,12 +109,22 @@ async def test_batched_results_equal_per_binding_results() -> None:
 
 
 def test_hardware_efficient_plan_is_fused() -> None:
-    plan = compile_plan(hardware_efficient_circuit(12, 4))
+    plan = compile_plan(hardware_efficient_circuit(10, 4))
     kinds = [type(op) for op in plan.ops]
-    # Per layer: four 3-qubit blocks of rotations, then the CNOT chain as one gather.
+    # Narrow circuits, per layer: 3 + 3 + 3 + 1 qubit blocks of rotations, then the CNOT
+    # chain as one gather.
     assert kinds.count(KronOp) == 16
     assert kinds.count(MonomialOp) == 4
     assert len(plan.ops) == 20
+
+
+def test_wide_circuits_take_the_cheapest_block_layout() -> None:
+    plan = compile_plan(hardware_efficient_circuit(16, 2))
+    blocks = [(op.low, op.width) for op in plan.ops if isinstance(op, KronOp)]
+    # The cost model's optimum for 16 qubits: four 4-qubit blocks per layer, never a
+    # block that starts in the slow middle of the index (qubits 1-3) or wider than 5.
+    assert blocks == [(0, 4), (4, 4), (8, 4), (12, 4)] * 2
+    assert [type(op) for op in plan.ops].count(MonomialOp) == 2
 
 
 async def test_unfused_constant_gates_agree(monkeypatch: pytest.MonkeyPatch) -> None:

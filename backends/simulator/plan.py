@@ -4,7 +4,9 @@ Three fusions make the simulator fast on the circuits variational models use:
 
 * one-qubit gates pending on a qubit are multiplied into one 2x2 matrix per binding;
 * pending one-qubit matrices on neighbouring qubits are combined (Kronecker product) into
-  one block of up to ``BLOCK_QUBITS`` qubits, applied as a single batched matrix product;
+  blocks of up to ``BLOCK_QUBITS`` qubits (``WIDE_BLOCK_QUBITS`` on wide circuits, split
+  where a measured cost model says the products run fastest), each applied as a single
+  batched matrix product;
 * runs of constant permutation-with-phase gates (CX, CZ, SWAP, X, S, ...) become one
   gather of the amplitudes, so a whole CNOT chain is one pass over the state.
 
@@ -21,10 +23,37 @@ from numpy.typing import NDArray
 from ..circuit import Circuit, Instruction
 from ..gates import gate_spec
 
-__all__ = ["BLOCK_QUBITS", "GateOp", "KronOp", "MonomialOp", "SimulationPlan", "compile_plan"]
+__all__ = [
+    "BLOCK_QUBITS",
+    "WIDE_BLOCK_QUBITS",
+    "WIDE_CIRCUIT_QUBITS",
+    "GateOp",
+    "KronOp",
+    "MonomialOp",
+    "SimulationPlan",
+    "compile_plan",
+]
 
 #: Widest block of fused one-qubit gates (an 8x8 matrix per binding).
 BLOCK_QUBITS = 3
+#: From this many qubits on, a state row is large enough that the blocks' layout matters
+#: more than the number of numpy calls, and blocks are chosen by :data:`_BLOCK_COST`.
+WIDE_CIRCUIT_QUBITS = 12
+#: Widest block on wide circuits (a 32x32 matrix per binding).
+WIDE_BLOCK_QUBITS = 5
+#: Microseconds to apply a block of ``width`` qubits (row) whose lowest qubit is ``low``
+#: (column; the last column holds for every higher ``low``) to one 16-qubit complex128
+#: row, single-threaded. Measured with ``apply_block``'s own choice of product (a
+#: ``kron(m.T, I)`` right product for low blocks, a batched left product otherwise).
+#: Blocks low in the index pay for many small products, so the best layout is not
+#: "three qubits at a time": for 16 qubits it is 4 + 3 + 5 + 4 qubits, a quarter faster.
+_BLOCK_COST = (
+    (282, 198, 210, 231, 425, 506, 318, 190),
+    (187, 205, 264, 426, 520, 368, 276, 230),
+    (202, 285, 425, 591, 457, 352, 275, 225),
+    (284, 426, 734, 606, 443, 369, 345, 240),
+    (432, 757, 940, 662, 578, 526, 492, 300),
+)
 #: Above this width a fused permutation's index table (8 bytes per amplitude) costs more
 #: memory than it saves time, and constant gates are applied one by one instead.
 MONOMIAL_MAX_QUBITS = 22
@@ -75,6 +104,11 @@ class KronOp(_Parameterized):
     factors: tuple[GateSequence, ...]
     diagonal: bool
 
+    @property
+    def qubits(self) -> tuple[int, ...]:
+        """The block's qubits, highest first (the order of the block matrix's index bits)."""
+        return tuple(range(self.low + self.width - 1, self.low - 1, -1))
+
     def matrices(self, values: NDArray[np.float64]) -> NDArray[np.complex128]:
         if self.constant is not None:
             return self.constant
@@ -114,6 +148,13 @@ class MonomialOp:
     source: NDArray[np.intp]
     phase: NDArray[np.complex128] | None
     gates: int = field(default=1)
+
+    def inverse(self) -> MonomialOp:
+        """The op undoing this one: ``in[source[j]] = conj(phase[j]) * out[j]``."""
+        back = np.empty_like(self.source)
+        back[self.source] = np.arange(self.source.shape[0], dtype=self.source.dtype)
+        phase = None if self.phase is None else np.conj(self.phase[back])
+        return MonomialOp(back, phase, self.gates)
 
 
 Op = KronOp | GateOp | MonomialOp
@@ -217,6 +258,44 @@ def _monomial(n: int, gates: list[Instruction]) -> MonomialOp:
     return MonomialOp(source, None if trivial else phase, len(gates))
 
 
+def _blocks(qubits: list[int], n: int) -> list[tuple[int, int]]:
+    """Cover the sorted ``qubits`` with blocks ``(low, width)`` of contiguous qubits."""
+    runs: list[list[int]] = []
+    for q in qubits:
+        if runs and runs[-1][-1] == q - 1:
+            runs[-1].append(q)
+        else:
+            runs.append([q])
+    out: list[tuple[int, int]] = []
+    for run in runs:
+        if n < WIDE_CIRCUIT_QUBITS:
+            # Narrow circuits are bound by numpy's per-call overhead: few, equal blocks.
+            out.extend(
+                (run[s], min(BLOCK_QUBITS, len(run) - s)) for s in range(0, len(run), BLOCK_QUBITS)
+            )
+        else:
+            out.extend(_cheapest_blocks(run[0], len(run)))
+    return out
+
+
+def _cheapest_blocks(first: int, count: int) -> list[tuple[int, int]]:
+    """Split qubits ``first .. first + count - 1`` into blocks of least total cost."""
+    best = [0.0] * (count + 1)  # best[i]: cost of covering qubits first + i ..
+    choice = [0] * (count + 1)
+    for i in range(count - 1, -1, -1):
+        best[i] = float("inf")
+        for width in range(1, min(WIDE_BLOCK_QUBITS, count - i) + 1):
+            low = first + i
+            cost = _BLOCK_COST[width - 1][min(low, len(_BLOCK_COST[0]) - 1)] + best[i + width]
+            if cost < best[i]:
+                best[i], choice[i] = cost, width
+    out, i = [], 0
+    while i < count:
+        out.append((first + i, choice[i]))
+        i += choice[i]
+    return out
+
+
 def compile_plan(circuit: Circuit) -> SimulationPlan:
     n = circuit.num_qubits
     pending: dict[int, list[Instruction]] = {}
@@ -238,19 +317,8 @@ def compile_plan(circuit: Circuit) -> SimulationPlan:
         if not pending:
             return
         flush_constants()
-        qubits = sorted(pending)
-        start = 0
-        while start < len(qubits):
-            low = qubits[start]
-            width = 1
-            while (
-                width < BLOCK_QUBITS
-                and start + width < len(qubits)
-                and qubits[start + width] == low + width
-            ):
-                width += 1
+        for low, width in _blocks(sorted(pending), n):
             ops.append(_kron_op(circuit, low, width, pending))
-            start += width
 
     for inst in circuit.instructions:
         if len(inst.qubits) == 1:
