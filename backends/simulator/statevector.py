@@ -289,14 +289,13 @@ def _push_branches(
     counts = np.bincount(inverse, minlength=parents.shape[0])
     weight = [int(counts[g].sum()) for g in groups]
     order = sorted(range(len(groups)), key=lambda i: weight[i], reverse=True)
-    key_of_binding = inverse
     for i in order:
         keys = groups[i]
         local = np.full(parents.shape[0], -1, dtype=np.intp)
         local[keys] = np.arange(keys.shape[0])
-        members = np.flatnonzero(local[key_of_binding] >= 0)
+        members = np.flatnonzero(local[inverse] >= 0)
         stack.append(
-            _Branch(source, parents[keys], local[key_of_binding[members]], bindings[members], start)
+            _Branch(source, parents[keys], local[inverse[members]], bindings[members], start)
         )
 
 
