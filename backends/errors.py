@@ -24,6 +24,8 @@ generic callers can catch them the usual way.
         ├── CredentialsError              an API key is missing or refused
         ├── TransientBackendError         a retryable failure (429, 5xx, a dropped connection)
         ├── BackendUnavailableError       the backend cannot be reached (retries exhausted)
+        ├── SubmissionUnknownError        a submission failed after the provider may have
+        │                                 created the job: never repeated, reservation kept
         ├── JobFailedError                the provider ran the job and reports it failed
         │   └── JobTimeoutError           no result within the job's timeout (job cancelled)
         └── BudgetExceededError           the job's estimated cost does not fit the budget
@@ -50,6 +52,7 @@ __all__ = [
     "QubitIndexError",
     "ShotsError",
     "SimulatorMemoryError",
+    "SubmissionUnknownError",
     "TooManyQubitsError",
     "TransientBackendError",
     "UnknownGateError",
@@ -131,6 +134,14 @@ class TransientBackendError(BackendError):
 
 class BackendUnavailableError(BackendError):
     """The backend could not be reached, even after retries."""
+
+
+class SubmissionUnknownError(BackendError):
+    """A job submission failed in a way that may still have created (and will bill) the job.
+
+    It is never retried: a second submission could run, and bill, the job twice. The
+    budget reservation is kept until the job is found at the provider or its lease expires.
+    """
 
 
 class JobFailedError(BackendError):

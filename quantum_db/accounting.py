@@ -155,7 +155,7 @@ class SqlAccounting:
             row.shots = job.shots
             row.batch_size = job.batch_size
             row.status = job.status
-            row.provider_job_id = ",".join(job.provider_job_ids)[:128] or None
+            row.provider_job_ids = list(job.provider_job_ids)
             row.estimated_cost = job.estimated_cost
             row.actual_cost = job.actual_cost
             row.queue_latency_s = job.queue_latency_s

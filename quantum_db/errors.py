@@ -7,6 +7,7 @@ QuantumDBError                         root of every quantum-db error (from ``ba
     ├── SchemaError                    the database schema cannot be used
     │   └── SchemaOutOfDateError       behind the code: run ``qdb init``
     ├── RegistryError                  the SQL database refused or failed an operation
+    │   └── RegistryUnavailableError   the database server cannot be reached
     ├── DataValidationError (ValueError)   data or labels that cannot be stored
     │   ├── EmptyDatasetError
     │   ├── NonFiniteDataError
@@ -48,6 +49,7 @@ __all__ = [
     "NotFoundError",
     "QuantumDBError",
     "RegistryError",
+    "RegistryUnavailableError",
     "RunNotFoundError",
     "SchemaError",
     "SchemaOutOfDateError",
@@ -80,6 +82,10 @@ class SchemaOutOfDateError(SchemaError):
 
 class RegistryError(DatabaseError):
     """The SQL database refused or failed an operation; nothing was changed."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The database server could not be reached (refused, unknown host, timed out)."""
 
 
 class DataValidationError(DatabaseError, ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -102,3 +104,50 @@ async def test_an_empty_database_without_auto_upgrade_asks_for_qdb_init(tmp_path
     with pytest.raises(SchemaOutOfDateError, match="qdb init"):
         async with QuantumDatabase(url, upgrade_empty=False).connect():
             pass
+
+
+async def test_upgrading_a_0001_database_keeps_its_data(database_url: str) -> None:
+    """0001 -> head on a database that holds data: rows survive, ids move to the JSON list,
+    and the widened columns take a 64-bit value on both dialects."""
+    registry = Registry(database_url)
+    try:
+        assert await upgrade(registry, "0001") == "0001"
+        async with registry.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO runs (id, status, config, seed, created_at, updated_at) "
+                    "VALUES ('r1', 'completed', '{}', 7, 1.0, 1.0)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO metrics (run_id, key, step, value, timestamp) "
+                    "VALUES ('r1', 'loss', 3, 0.5, 2.0)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO jobs (id, run_id, backend, circuit_hash, shots, batch_size, "
+                    "status, provider_job_id, estimated_cost, created_at, updated_at) VALUES "
+                    "('j1', 'r1', 'ionq-aria', 'h', 100, 1, 'completed', 'a,b', 1.5, 1.0, 1.0)"
+                )
+            )
+        assert await upgrade(registry) == head_revision()
+        async with registry.engine.begin() as conn:
+            assert (await conn.execute(text("SELECT seed FROM runs"))).scalar_one() == 7
+            assert (await conn.execute(text("SELECT step, value FROM metrics"))).one() == (3, 0.5)
+            ids = (await conn.execute(text("SELECT provider_job_ids FROM jobs"))).scalar_one()
+            assert (json.loads(ids) if isinstance(ids, str) else ids) == ["a", "b"]
+            await conn.execute(
+                text(
+                    "INSERT INTO metrics (run_id, key, step, value, timestamp) "
+                    "VALUES ('r1', 'loss', :step, 0.25, 3.0)"
+                ),
+                {"step": 2**63 - 1},
+            )
+            steps = (await conn.execute(text("SELECT step FROM metrics ORDER BY step"))).scalars()
+            assert list(steps) == [3, 2**63 - 1]
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert {"leases", "dataset_writes"} <= tables
+    finally:
+        await registry.aclose()

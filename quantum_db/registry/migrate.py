@@ -16,14 +16,15 @@ from .engine import Registry
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "check_schema", "head_revision", "upgrade"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: The Alembic scripts ship inside the package (the top-level ``migrations`` is a link here).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config() -> Config:
     if not (MIGRATIONS_DIR / "env.py").exists():
         raise SchemaError(
-            f"the Alembic migrations were not found at {MIGRATIONS_DIR}; install quantum-db "
-            "from its source tree (pip install -e .)"
+            f"the Alembic migrations were not found at {MIGRATIONS_DIR}: this installation "
+            "of quantum-db is incomplete; reinstall it (pip install --force-reinstall quantum-db)"
         )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

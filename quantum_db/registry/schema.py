@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -20,12 +21,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "AlertRow",
     "Base",
+    "BigInt",
     "BudgetRow",
     "CheckpointRow",
     "DatasetRow",
+    "DatasetWriteRow",
     "JobRow",
+    "LeaseRow",
     "LedgerRow",
     "MetricRow",
     "ModelAliasRow",
@@ -42,6 +48,15 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: The range every integer that reaches the registry is checked against: both dialects
+#: store it (SQLite's INTEGER is 64-bit; PostgreSQL's columns are BIGINT).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+#: A 64-bit integer column: BIGINT on PostgreSQL, INTEGER (already 64-bit) on SQLite.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def now() -> float:
@@ -62,11 +77,11 @@ class DatasetRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    dim: Mapped[int] = mapped_column(Integer)
-    n_samples: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInt)
+    dim: Mapped[int] = mapped_column(BigInt)
+    n_samples: Mapped[int] = mapped_column(BigInt)
     label_kind: Mapped[str] = mapped_column(String(16))
-    n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_classes: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     namespace: Mapped[str] = mapped_column(String(64))
     encoding: Mapped[dict[str, Any]] = mapped_column(JSON)
     splits: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -84,8 +99,8 @@ class VectorRow(Base):
     namespace: Mapped[str] = mapped_column(String(128), primary_key=True)
     id: Mapped[str] = mapped_column(String(512), primary_key=True)
     #: Insertion order within the namespace, so that datasets read back in order.
-    position: Mapped[int] = mapped_column(Integer)
-    dim: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(BigInt)
+    dim: Mapped[int] = mapped_column(BigInt)
     #: float64 little-endian bytes.
     values: Mapped[bytes] = mapped_column(LargeBinary)
     vector_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
@@ -105,7 +120,7 @@ class ModelVersionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInt)
     architecture: Mapped[dict[str, Any]] = mapped_column(JSON)
     encoding: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -123,7 +138,7 @@ class ModelAliasRow(Base):
         ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
     )
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInt)
 
 
 class RunRow(Base):
@@ -133,7 +148,7 @@ class RunRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     backend: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
@@ -144,7 +159,7 @@ class CheckpointRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInt)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     content_hash: Mapped[str] = mapped_column(String(64))
     metric_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -159,7 +174,7 @@ class MetricRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(128))
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInt)
     value: Mapped[float] = mapped_column(Float)
     timestamp: Mapped[float] = mapped_column(Float)
 
@@ -173,10 +188,13 @@ class JobRow(Base):
     run_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     backend: Mapped[str] = mapped_column(String(128))
     circuit_hash: Mapped[str] = mapped_column(String(64))
-    shots: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    batch_size: Mapped[int] = mapped_column(Integer, default=1)
+    shots: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    batch_size: Mapped[int] = mapped_column(BigInt, default=1)
     status: Mapped[str] = mapped_column(String(16))
-    provider_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: Every provider job id of this job, recorded as soon as each is known.
+    provider_job_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: The lease (process) that sent the job; the sweeper reclaims jobs of expired owners.
+    owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     estimated_cost: Mapped[float] = mapped_column(Float, default=0.0)
     actual_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     queue_latency_s: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -204,7 +222,41 @@ class LedgerRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     kind: Mapped[str] = mapped_column(String(16))
     amount_usd: Mapped[float] = mapped_column(Float)
+    #: The lease that holds a reservation; reclaimed by the sweeper when it expires.
+    owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class LeaseRow(Base):
+    """A live owner of reservations, jobs and dataset writes (one per open connection).
+
+    Its holder renews ``expires_at`` by heartbeat; once it has passed, the owner is gone
+    and the sweeper (``qdb gc``, and every connect) reclaims what it held.
+    """
+
+    __tablename__ = "leases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(BigInt)
+    started_at: Mapped[float] = mapped_column(Float, default=now)
+    heartbeat_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class DatasetWriteRow(Base):
+    """A dataset version being written: its samples' namespace, until the version commits.
+
+    A row left behind by an owner that is gone marks samples of an aborted write, which
+    the sweeper deletes.
+    """
+
+    __tablename__ = "dataset_writes"
+
+    namespace: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dataset_name: Mapped[str] = mapped_column(String(128))
+    owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    started_at: Mapped[float] = mapped_column(Float, default=now)
 
 
 class AlertRow(Base):
