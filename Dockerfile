@@ -1,22 +1,42 @@
-# quantum-db service image. The build steps are the README's (and .ci/run's) install steps:
-# torch==2.13.0 first, so nothing that depends on torch can pull another build in.
+# quantum-db service image. The install step is CI's (.ci/run) without the dev tools:
+# torch==2.13.0 first, on its own, so nothing that depends on torch can pull another build
+# in; then the project (tests/test_project.py keeps the steps in step with .ci/run).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY backends ./backends
 COPY quantum_db ./quantum_db
 COPY quantum_ml ./quantum_ml
-COPY migrations ./migrations
 COPY examples ./examples
 
 RUN python3 -m pip install torch==2.13.0 && python3 -m pip install -e ".[all]"
 
-# Databases and checkpoints live on a volume, not in the image.
+# The service never runs as root. /app stays root-owned (read-only to the service); the
+# registry, its WAL files and checkpoints go to /data, which the user owns. The directory
+# is created and chowned before VOLUME so that a new named volume starts with that owner.
+RUN groupadd --gid 10001 qdb \
+    && useradd --uid 10001 --gid qdb --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin qdb \
+    && mkdir -p /data \
+    && chown qdb:qdb /data
 VOLUME ["/data"]
+
+# Commands that write (qdb init, qdb demo) create the database here; read-only ones
+# (qdb health, qdb datasets) refuse a missing one instead of creating it.
+ENV QDB_DATABASE_URL=sqlite+aiosqlite:////data/quantum_db.sqlite
+
+USER qdb:qdb
 WORKDIR /data
+
+# Healthy once the registry at QDB_DATABASE_URL is usable (qdb health exits 0); the start
+# period covers the first command creating the schema.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["qdb", "health"]
+
 CMD ["qdb", "demo"]

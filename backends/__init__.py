@@ -1,21 +1,44 @@
 """Circuits and how to run them: the circuit model, the backend contract and the backends.
 
 ``backends`` is the lowest layer of quantum-db; it imports neither ``quantum_db`` nor
-``quantum_ml``.
+``quantum_ml``. ``IonQBackend`` and ``QiskitBackend`` are exported lazily: ``import
+backends`` loads no SDK (Qiskit, Cirq, the IonQ clients, pydantic), and the first use
+of either name imports its module.
 """
 
-from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord
-from .aer import QiskitBackend
-from .base import Backend, Capabilities, RunRequest, RunResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .accounting import (
+    Accounting,
+    Budget,
+    InMemoryAccounting,
+    JobRecord,
+    provider_job_sink,
+    report_provider_job,
+)
+from .base import (
+    Backend,
+    Capabilities,
+    ProviderJob,
+    ProviderJobStatus,
+    RunRequest,
+    RunResult,
+    as_parameter_values,
+)
 from .circuit import Circuit, Instruction, Measurement
-from .cost import CostPlan, PriceModel, plan_training_cost
+from .cost import FREE, IONQ_ARIA, IONQ_FORTE, CostPlan, PriceModel, plan_training_cost
 from .errors import (
     BackendError,
     BackendUnavailableError,
     BudgetExceededError,
     CapacityError,
     CircuitError,
+    CostPlanError,
     CredentialsError,
+    InvalidBudgetError,
     JobFailedError,
     JobTimeoutError,
     MissingDependencyError,
@@ -26,30 +49,37 @@ from .errors import (
     ParameterValueError,
     QuantumDBError,
     QubitIndexError,
+    RemoteCallError,
     ShotsError,
     SimulatorMemoryError,
+    SubmissionUnknownError,
     TooManyQubitsError,
     TransientBackendError,
+    UnknownBackendError,
     UnknownGateError,
     UnsupportedInstructionError,
 )
-from .gates import GATES, GateSpec
-from .manager import (
-    BackendManager,
-    Candidate,
-    DegradePolicy,
-    RetryPolicy,
-    Selection,
-    UnknownBackendError,
-)
-from .observables import Observable, PauliTerm
-from .parameters import Angle, Parameter
+from .gates import GATES, GateSpec, gate_derivative, gate_spec
+from .manager import ENTRY_POINT_GROUP, BackendManager, Candidate, DegradePolicy, Selection
+from .observables import Observable, ObservableLike, PauliTerm, as_observables
+from .parameters import Angle, AngleLike, Parameter, ParameterKind, as_angle
+from .retry import RetryPolicy, retry_async, retry_sync
 from .simulator import SimulatorBackend
+from .templates import hardware_efficient_circuit, z_observables
+
+if TYPE_CHECKING:
+    from .aer import QiskitBackend
+    from .ionq import IonQBackend
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "FREE",
     "GATES",
+    "IONQ_ARIA",
+    "IONQ_FORTE",
     "Accounting",
     "Angle",
+    "AngleLike",
     "Backend",
     "BackendError",
     "BackendManager",
@@ -62,11 +92,14 @@ __all__ = [
     "Circuit",
     "CircuitError",
     "CostPlan",
+    "CostPlanError",
     "CredentialsError",
     "DegradePolicy",
     "GateSpec",
     "InMemoryAccounting",
     "Instruction",
+    "InvalidBudgetError",
+    "IonQBackend",
     "JobFailedError",
     "JobRecord",
     "JobTimeoutError",
@@ -75,15 +108,20 @@ __all__ = [
     "NonFiniteParameterError",
     "Observable",
     "ObservableError",
+    "ObservableLike",
     "Parameter",
     "ParameterCountError",
     "ParameterExpressionError",
+    "ParameterKind",
     "ParameterValueError",
     "PauliTerm",
     "PriceModel",
+    "ProviderJob",
+    "ProviderJobStatus",
     "QiskitBackend",
     "QuantumDBError",
     "QubitIndexError",
+    "RemoteCallError",
     "RetryPolicy",
     "RunRequest",
     "RunResult",
@@ -91,10 +129,39 @@ __all__ = [
     "ShotsError",
     "SimulatorBackend",
     "SimulatorMemoryError",
+    "SubmissionUnknownError",
     "TooManyQubitsError",
     "TransientBackendError",
     "UnknownBackendError",
     "UnknownGateError",
     "UnsupportedInstructionError",
+    "as_angle",
+    "as_observables",
+    "as_parameter_values",
+    "gate_derivative",
+    "gate_spec",
+    "hardware_efficient_circuit",
     "plan_training_cost",
+    "provider_job_sink",
+    "report_provider_job",
+    "retry_async",
+    "retry_sync",
+    "z_observables",
 ]
+
+#: Exported names whose modules are imported on first use, so that ``import backends``
+#: stays free of the SDKs those modules reach for.
+_LAZY: dict[str, str] = {"IonQBackend": ".ionq", "QiskitBackend": ".aer"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

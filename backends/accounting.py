@@ -13,12 +13,22 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import BackendError, BudgetExceededError
+from .errors import BackendError, BudgetExceededError, InvalidBudgetError
 
-__all__ = ["Accounting", "Budget", "InMemoryAccounting", "JobRecord"]
+__all__ = [
+    "Accounting",
+    "Budget",
+    "InMemoryAccounting",
+    "JobRecord",
+    "provider_job_sink",
+    "report_provider_job",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +40,28 @@ class Budget:
 
     def __post_init__(self) -> None:
         if isinstance(self.usd, bool) or not isinstance(self.usd, int | float):
-            raise BackendError(f"a budget is a number of USD, got {self.usd!r}")
+            raise InvalidBudgetError(f"a budget is a number of USD, got {self.usd!r}")
         if not math.isfinite(self.usd) or self.usd < 0:
-            raise BackendError(f"a budget must be a finite, non-negative amount, got {self.usd}")
-        if not self.name or len(self.name) > 128:
-            raise BackendError("a budget needs a name of 1-128 characters")
+            raise InvalidBudgetError(
+                f"a budget must be a finite, non-negative amount, got {self.usd}"
+            )
+        if not isinstance(self.name, str):
+            raise InvalidBudgetError(
+                f"a budget's name is a string of 1-128 characters, got {self.name!r}"
+            )
+        if not 1 <= len(self.name) <= 128:
+            raise InvalidBudgetError(
+                f"a budget needs a name of 1-128 characters, got {len(self.name)}"
+            )
 
 
 @dataclass(slots=True)
 class JobRecord:
-    """What is kept of every job: where it ran, what it cost, how long it took."""
+    """What is kept of every job: where it ran, what it cost, how long it took.
+
+    ``owner_id`` is the lease of the process that sent it (``None``: the accounting's own
+    owner, if it has one); ``provider_job_ids`` lists every id the provider returned.
+    """
 
     id: str
     backend: str
@@ -55,6 +77,35 @@ class JobRecord:
     run_latency_s: float | None = None
     error: str | None = None
     created_at: float = field(default_factory=time.time)
+    owner_id: str | None = None
+
+
+#: Where a backend reports each provider job id the moment the provider returns it; the
+#: BackendManager sets it around ``Backend.run`` (see :func:`provider_job_sink`).
+_sink: ContextVar[Callable[[str], None] | None] = ContextVar("qdb_provider_job_sink", default=None)
+
+
+def report_provider_job(provider_job_id: str) -> None:
+    """Called by a backend as soon as the provider has created a job (and may bill it).
+
+    The id goes to the sink of the run in progress, which records it in the job's
+    record before the job ends, so a process killed mid-job leaves it behind for the
+    sweeper. Outside a managed run it does nothing. It must not block: it is called
+    from the event loop, between a submission and the polling that follows.
+    """
+    sink = _sink.get()
+    if sink is not None:
+        sink(str(provider_job_id))
+
+
+@contextmanager
+def provider_job_sink(sink: Callable[[str], None]) -> Iterator[None]:
+    """Within the block (and the tasks it starts), provider job ids go to ``sink``."""
+    token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
 
 
 class Accounting(Protocol):
@@ -78,6 +129,10 @@ class Accounting(Protocol):
 
     async def record_job(self, job: JobRecord) -> None:
         """Insert or update the job's record."""
+        ...
+
+    async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
+        """Add ``provider_job_id`` to the recorded job's ids (at once, before it ends)."""
         ...
 
 
@@ -127,6 +182,11 @@ class InMemoryAccounting:
 
     async def record_job(self, job: JobRecord) -> None:
         self.jobs[job.id] = job
+
+    async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and provider_job_id not in job.provider_job_ids:
+            job.provider_job_ids.append(provider_job_id)
 
     def open_reservations(self) -> int:
         return len(self._reserved)

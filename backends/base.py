@@ -6,13 +6,14 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .circuit import Circuit
 from .errors import (
+    BackendError,
     NonFiniteParameterError,
     ParameterCountError,
     ParameterValueError,
@@ -21,7 +22,42 @@ from .errors import (
 )
 from .observables import Observable, ObservableLike, as_observables
 
-__all__ = ["Backend", "Capabilities", "RunRequest", "RunResult", "as_parameter_values"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "ProviderJob",
+    "ProviderJobStatus",
+    "RunRequest",
+    "RunResult",
+    "as_parameter_values",
+]
+
+ProviderJobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+_PROVIDER_JOB_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderJob:
+    """A job as its provider describes it: found by the sweeper for an owner that is gone.
+
+    ``cost_usd`` is what the provider bills (or has billed) for it, ``None`` while it
+    does not say.
+    """
+
+    id: str
+    status: ProviderJobStatus
+    cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in _PROVIDER_JOB_STATUSES:
+            raise BackendError(
+                f"a provider job's status is one of {sorted(_PROVIDER_JOB_STATUSES)}, "
+                f"got {self.status!r}"
+            )
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +104,10 @@ class RunResult:
     expectations: NDArray[np.float64] | None = None
     counts: list[dict[str, int]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+#: The largest seed a run accepts: seeds are recorded as signed 64-bit integers.
+_SEED_MAX = 2**63 - 1
 
 
 def _as_shots(shots: object, limit: int | None) -> int:
@@ -153,6 +193,14 @@ class Backend(abc.ABC):
         """
         return self.estimate_cost(circuit, shots) * batch_size
 
+    def supports_own_retries(self) -> bool:
+        """Whether :meth:`run` already retries its own remote calls under a retry policy.
+
+        A BackendManager retries only backends that do not, so that no call is retried in
+        two layers (a retried retry multiplies the attempts, and could repeat a paid job).
+        """
+        return False
+
     def validate(
         self,
         circuit: Circuit,
@@ -188,6 +236,9 @@ class Backend(abc.ABC):
             raise ShotsError(f"{self.name} has no exact mode; give shots to estimate expectations")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
             raise ParameterValueError(f"seed must be an integer or None, got {seed!r}")
+        if seed is not None and not 0 <= int(seed) <= _SEED_MAX:
+            # NumPy refuses negative seeds, and job records store seeds as 64-bit integers.
+            raise ParameterValueError(f"seed must be in [0, 2**63 - 1], got {seed}")
         return RunRequest(circuit, values, obs, shots, None if seed is None else int(seed))
 
     async def run(
@@ -206,6 +257,22 @@ class Backend(abc.ABC):
         """
         request = self.validate(circuit, parameter_values, observables, shots, seed)
         return await self._execute(request)
+
+    def supports_job_lookup(self) -> bool:
+        """Whether :meth:`lookup_job` can ask the provider about a job by its id."""
+        return False
+
+    async def lookup_job(self, provider_job_id: str) -> ProviderJob:
+        """The provider's view of one of its jobs (status and billed cost).
+
+        Backends that send jobs to a provider which bills them override this and
+        :meth:`supports_job_lookup`; the default says it is not supported.
+        """
+        raise BackendError(f"{self.name} cannot look up provider jobs")
+
+    async def cancel_job(self, provider_job_id: str) -> None:
+        """Ask the provider to cancel one of its jobs (where :meth:`supports_job_lookup`)."""
+        raise BackendError(f"{self.name} cannot cancel provider jobs")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the backend holds (threads, connections)."""

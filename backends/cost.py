@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .circuit import Circuit
-from .errors import ShotsError
+from .errors import CostPlanError, ShotsError
 
 __all__ = [
     "FREE",
@@ -98,46 +98,105 @@ IONQ_FORTE = IONQ_ARIA
 
 @dataclass(frozen=True, slots=True)
 class CostPlan:
-    """The cost of a whole training configuration, before anything runs."""
+    """What a whole training configuration submits and costs, before anything runs.
 
-    jobs: int
-    cost_per_job: float
-    total: float
+    Each epoch evaluates ``circuits_per_sample`` circuits for every training sample (the
+    forward pass and the gradient's shifted circuits) and, with a validation set, one
+    circuit per validation sample (the trainer's end-of-epoch pass). Every evaluation is
+    one job of ``shots`` shots (``None``: exact, which only free backends offer). Early
+    stopping can only make the real run cheaper.
+    """
+
     epochs: int
-    batches_per_epoch: int
-    circuits_per_step: int
-    shots: int
+    n_samples: int
+    batch_size: int
+    circuits_per_sample: int
+    n_validation: int
+    shots: int | None
+    cost_per_job: float
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.n_samples / self.batch_size)
+
+    @property
+    def circuits_per_step(self) -> int:
+        """Circuits of one full batch (the last batch of an epoch may be smaller)."""
+        return self.circuits_per_sample * min(self.batch_size, self.n_samples)
+
+    @property
+    def training_jobs(self) -> int:
+        return self.epochs * self.n_samples * self.circuits_per_sample
+
+    @property
+    def validation_jobs(self) -> int:
+        return self.epochs * self.n_validation
+
+    @property
+    def jobs(self) -> int:
+        return self.training_jobs + self.validation_jobs
+
+    @property
+    def total(self) -> float:
+        return self.jobs * self.cost_per_job
+
+    def describe_jobs(self) -> str:
+        """How the job count comes about, e.g. ``20 epochs x 120 samples x 49 circuits``."""
+        train = f"{self.n_samples} samples x {self.circuits_per_sample} circuits"
+        if not self.n_validation:
+            return f"{self.epochs} epochs x {train} = {self.jobs:,} jobs"
+        return (
+            f"{self.epochs} epochs x ({train} + {self.n_validation} validation samples x 1) "
+            f"= {self.jobs:,} jobs"
+        )
 
     def describe(self) -> str:
+        shots = "exact" if self.shots is None else f"{self.shots} shots"
         return (
-            f"{self.epochs} epochs x {self.batches_per_epoch} batches x "
-            f"{self.circuits_per_step} circuits per step = {self.jobs:,} jobs of {self.shots} "
-            f"shots at ${self.cost_per_job:,.4f} each: ${self.total:,.2f}"
+            f"{self.describe_jobs()} of {shots} at ${self.cost_per_job:,.4f} each: "
+            f"${self.total:,.2f}"
         )
+
+
+def _count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CostPlanError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def plan_training_cost(
     price: PriceModel,
     circuit: Circuit,
     *,
-    shots: int,
+    shots: int | None,
     epochs: int,
     n_samples: int,
     batch_size: int,
+    n_validation: int = 0,
     gradient_evaluations: int | None = None,
     error_mitigation: bool | None = None,
 ) -> CostPlan:
-    """Cost of training with parameter shift: each step evaluates ``2P + 1`` circuits per sample.
+    """The plan of training ``circuit`` with parameter-shift gradients for ``epochs`` epochs.
 
-    ``gradient_evaluations`` overrides the circuits per sample per step (default
-    ``2 * weights + 1``, the parameter-shift count plus the forward pass).
+    Every training sample costs ``2 * weights + 1`` circuit evaluations per epoch (two
+    shifted circuits per weight and the forward pass; ``gradient_evaluations`` overrides
+    that count), every one of the ``n_validation`` validation samples one. ``shots=None``
+    plans exact evaluations, which a priced backend refuses with :class:`ShotsError`.
     """
-    if epochs < 1 or n_samples < 1 or batch_size < 1:
-        raise ValueError("epochs, n_samples and batch_size must be positive")
+    epochs = _count("epochs", epochs, 1)
+    n_samples = _count("n_samples", n_samples, 1)
+    batch_size = _count("batch_size", batch_size, 1)
+    n_validation = _count("n_validation", n_validation, 0)
     weights = len(circuit.parameters_of_kind("weight"))
-    per_sample = gradient_evaluations if gradient_evaluations is not None else 2 * weights + 1
-    batches = math.ceil(n_samples / batch_size)
-    circuits_per_step = per_sample * min(batch_size, n_samples)
-    jobs = epochs * per_sample * n_samples  # the last, smaller batch included exactly
-    per_job = price.circuit_cost(circuit, shots, error_mitigation=error_mitigation)
-    return CostPlan(jobs, per_job, jobs * per_job, epochs, batches, circuits_per_step, shots)
+    per_sample = (
+        2 * weights + 1
+        if gradient_evaluations is None
+        else _count("gradient_evaluations", gradient_evaluations, 1)
+    )
+    if shots is None:
+        if not price.is_free:
+            raise ShotsError("a priced backend has no exact mode: plan with a shot count")
+        per_job = 0.0
+    else:
+        per_job = price.circuit_cost(circuit, shots, error_mitigation=error_mitigation)
+    return CostPlan(epochs, n_samples, batch_size, per_sample, n_validation, shots, per_job)

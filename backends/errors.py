@@ -22,13 +22,19 @@ generic callers can catch them the usual way.
         │       └── SimulatorMemoryError  the state vector would not fit in memory
         ├── MissingDependencyError (ImportError)  an optional SDK is not installed
         ├── CredentialsError              an API key is missing or refused
+        ├── UnknownBackendError (LookupError)  no backend registered under that name
         ├── TransientBackendError         a retryable failure (429, 5xx, a dropped connection)
+        │   └── RemoteCallError           one failed HTTP call: its status, Retry-After, and
+        │                                 whether the request was sent at all
         ├── BackendUnavailableError       the backend cannot be reached (retries exhausted)
         ├── SubmissionUnknownError        a submission failed after the provider may have
         │                                 created the job: never repeated, reservation kept
         ├── JobFailedError                the provider ran the job and reports it failed
         │   └── JobTimeoutError           no result within the job's timeout (job cancelled)
-        └── BudgetExceededError           the job's estimated cost does not fit the budget
+        ├── BudgetExceededError           the job's estimated cost does not fit the budget
+        ├── CostPlanError (ValueError)    a training configuration that cannot be planned
+        └── InvalidBudgetError (ValueError)  a budget that is not a finite USD amount >= 0
+                                          with a name of 1-128 characters
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ __all__ = [
     "BudgetExceededError",
     "CapacityError",
     "CircuitError",
+    "CostPlanError",
     "CredentialsError",
+    "InvalidBudgetError",
     "JobFailedError",
     "JobTimeoutError",
     "MissingDependencyError",
@@ -50,11 +58,13 @@ __all__ = [
     "ParameterValueError",
     "QuantumDBError",
     "QubitIndexError",
+    "RemoteCallError",
     "ShotsError",
     "SimulatorMemoryError",
     "SubmissionUnknownError",
     "TooManyQubitsError",
     "TransientBackendError",
+    "UnknownBackendError",
     "UnknownGateError",
     "UnsupportedInstructionError",
 ]
@@ -128,8 +138,35 @@ class CredentialsError(BackendError):
     """An API key is missing or was refused; the message names the setting to fix."""
 
 
+class UnknownBackendError(BackendError, LookupError):
+    """No backend registered (or installed as a plug-in) under that name."""
+
+
 class TransientBackendError(BackendError):
     """A failure worth retrying: rate limiting (429), a 5xx, a dropped connection."""
+
+
+class RemoteCallError(TransientBackendError):
+    """A call that failed in a way worth retrying: 429, a 5xx, a timeout, a lost connection.
+
+    ``status`` is the HTTP status (None when no answer came back); ``sent`` is False
+    when no connection was made (nothing reached the provider), True when the request may
+    have been acted on, None when the client does not say. ``retry_after`` is the
+    server's ``Retry-After`` in seconds, which :mod:`backends.retry` honours.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        sent: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.sent = sent
 
 
 class BackendUnavailableError(BackendError):
@@ -154,3 +191,12 @@ class JobTimeoutError(JobFailedError):
 
 class BudgetExceededError(BackendError):
     """The job's estimated cost does not fit what is left of the budget; nothing was sent."""
+
+
+class CostPlanError(BackendError, ValueError):
+    """Epochs, samples, batch size or evaluation counts a cost plan cannot be made of."""
+
+
+class InvalidBudgetError(BackendError, ValueError):
+    """A budget whose amount is not a finite number of USD >= 0, or whose name is not a
+    string of 1-128 characters."""

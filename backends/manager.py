@@ -6,14 +6,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from numpy.typing import ArrayLike
 
-from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord
+from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord, provider_job_sink
 from .base import Backend, RunResult
 from .circuit import Circuit
 from .errors import (
@@ -21,9 +21,12 @@ from .errors import (
     BackendUnavailableError,
     BudgetExceededError,
     CapacityError,
+    SubmissionUnknownError,
     TransientBackendError,
+    UnknownBackendError,
 )
 from .observables import ObservableLike
+from .retry import RetryPolicy, retry_async
 from .simulator import SimulatorBackend
 
 __all__ = [
@@ -43,22 +46,6 @@ ENTRY_POINT_GROUP = "quantum_db.backends"
 
 Requirement = Literal["exact", "shots"]
 Degradation = Literal["fewer_shots", "cheaper_backend", "simulator"]
-
-
-class UnknownBackendError(BackendError, LookupError):
-    """No backend registered (or installed as a plug-in) under that name."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff for :class:`TransientBackendError` (429, 5xx, dropped connections)."""
-
-    attempts: int = 4
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return float(min(self.max_delay_s, self.base_delay_s * 2**attempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +93,11 @@ class _Entry:
     semaphore: asyncio.Semaphore | None = field(default=None)
 
 
+def _retryable(exc: BaseException) -> bool:
+    # A submission the provider may have acted on is never repeated, whatever its class.
+    return isinstance(exc, TransientBackendError) and not isinstance(exc, SubmissionUnknownError)
+
+
 def representative_circuit(num_qubits: int, depth: int) -> Circuit:
     """A circuit of the given width and depth for pricing before the real one exists:
     each layer a rotation on every qubit and a CNOT chain."""
@@ -123,10 +115,13 @@ class BackendManager:
 
     ``select`` filters by capability and ranks by estimated cost, then typical queue time,
     then fidelity. ``run`` reserves the job's estimated cost against its budget before
-    anything is sent (``accounting`` makes that atomic), retries transient failures with
-    backoff under a per-backend concurrency limit, falls back to ``fallback`` when a
-    backend is down, charges the actual cost when the job ends (releasing it on failure
-    or cancellation) and records every job.
+    anything is sent (``accounting`` makes that atomic), runs it under a per-backend
+    concurrency limit, falls back to ``fallback`` when a backend is down, charges the
+    actual cost when the job ends (releasing it on failure or cancellation) and records
+    every job. Transient failures are retried under ``retry`` (a
+    :class:`~backends.retry.RetryPolicy`) only for backends that do not retry their own
+    calls (``Backend.supports_own_retries``). A :class:`SubmissionUnknownError` is never
+    retried nor sent elsewhere: the job is recorded ``unknown`` and keeps its reservation.
     """
 
     def __init__(
@@ -145,6 +140,8 @@ class BackendManager:
         self.degrade = degrade or DegradePolicy()
         self.fallback = fallback
         self._default_concurrency = concurrency
+        #: Provider job ids being written to the accounting (see ``_provider_ids``).
+        self._id_writes: set[asyncio.Task[None]] = set()
         for name, backend in (backends or {"simulator": SimulatorBackend()}).items():
             self.register(name, backend)
 
@@ -175,16 +172,17 @@ class BackendManager:
         self.register(name, backend)
         return backend  # type: ignore[no-any-return]
 
-    @property
     def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order: what ``run(backend=...)`` accepts."""
         return tuple(self._entries)
 
     def get(self, name: str) -> Backend:
         try:
             return self._entries[name].backend
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable name
             raise UnknownBackendError(
-                f"no backend named {name!r}; registered: {', '.join(self._entries) or 'none'}"
+                f"no backend named {name!r}; the names run(backend=...) accepts here: "
+                f"{', '.join(self._entries) or 'none'}"
             ) from None
 
     # ------------------------------------------------------------------ choice
@@ -374,13 +372,26 @@ class BackendManager:
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
                 job.status = "running"
-                result = await self._with_retries(entry.backend, request, job)
+                with provider_job_sink(self._provider_ids(job)):
+                    result = await self._with_retries(entry.backend, request, job)
                 job.run_latency_s = time.monotonic() - started
+        except SubmissionUnknownError as exc:
+            # The provider may have created (and will bill) the job: the reservation stays
+            # until a sweep finds the job at the provider or it expires; no fallback.
+            job.status = "unknown"
+            job.error = f"{type(exc).__name__}: {exc}"[:2000]
+            await asyncio.shield(self.accounting.record_job(job))
+            raise
         except BaseException as exc:
             job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             job.error = f"{type(exc).__name__}: {exc}"[:2000]
-            # Shielded: a cancelled job still releases its reservation and is recorded.
-            await asyncio.shield(self._finish(job, reserved, None))
+            # Shielded: a cancelled job still settles or releases its reservation and is
+            # recorded. A job that reached its provider may bill even though it failed
+            # here: it is charged what the provider reports, never simply released.
+            if reserved and job.provider_job_ids:
+                await asyncio.shield(self._finish_reached(entry.backend, job))
+            else:
+                await asyncio.shield(self._finish(job, reserved, None))
             raise
         ids = result.metadata.get("provider_job_ids")
         if ids:
@@ -436,26 +447,67 @@ class BackendManager:
                 await self.accounting.settle(job.id, actual)
         await self.accounting.record_job(job)
 
+    async def _finish_reached(self, backend: Backend, job: JobRecord) -> None:
+        """Close a failed job that reached its provider with what the provider bills.
+
+        When the provider cannot say yet (a job still running, no lookup, the provider
+        down), the reservation is kept and the owner's sweep settles it later.
+        """
+        actual = await self._provider_charge(backend, job)
+        if actual is None:
+            job.error = (
+                f"{job.error} [reached the provider: its reservation is kept until a sweep "
+                "settles it with what the provider bills]"
+            )[:2000]
+            await self.accounting.record_job(job)
+            return
+        job.actual_cost = actual
+        await self._finish(job, True, actual)
+
+    @staticmethod
+    async def _provider_charge(backend: Backend, job: JobRecord) -> float | None:
+        if not backend.supports_job_lookup():
+            return None
+        try:
+            found = [await backend.lookup_job(i) for i in job.provider_job_ids]
+        except Exception as exc:  # the provider cannot be asked now: the sweep asks again
+            logger.warning("could not look up the provider jobs of job %s: %s", job.id, exc)
+            return None
+        if not all(p.ended for p in found):
+            return None
+        amount = sum(p.cost_usd or 0.0 for p in found)
+        if any(p.status == "completed" and p.cost_usd is None for p in found):
+            # The provider ran it without saying for how much: charge the whole estimate.
+            amount = max(amount, job.estimated_cost)
+        return float(amount)
+
     async def _with_retries(self, backend: Backend, request: Any, job: JobRecord) -> RunResult:
-        attempts = max(1, self.retry.attempts)
-        for attempt in range(attempts):
-            try:
-                return await backend.run(
-                    request.circuit,
-                    request.parameter_values,
-                    list(request.observables) if request.observables is not None else None,
-                    request.shots,
-                    request.seed,
-                )
-            except TransientBackendError as exc:
-                if attempt + 1 == attempts:
-                    raise BackendUnavailableError(
-                        f"{backend.name} failed {attempts} times in a row: {exc}"
-                    ) from exc
-                delay = self.retry.delay(attempt)
-                logger.warning("%s: %s; retrying in %.2f s", backend.name, exc, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Run ``request``, retrying transient failures here only for a backend that does
+        not retry its own calls: an operation is retried in exactly one layer."""
+
+        async def once() -> RunResult:
+            return await backend.run(
+                request.circuit,
+                request.parameter_values,
+                list(request.observables) if request.observables is not None else None,
+                request.shots,
+                request.seed,
+            )
+
+        if backend.supports_own_retries():
+            return await once()
+        try:
+            return await retry_async(
+                once,
+                policy=self.retry,
+                service=backend.name,
+                operation="run",
+                retryable=_retryable,
+            )
+        except TransientBackendError as exc:
+            raise BackendUnavailableError(
+                f"{backend.name} failed {self.retry.attempts} times in a row: {exc}"
+            ) from exc
 
     async def _degrade(
         self,
@@ -498,7 +550,32 @@ class BackendManager:
                         return step, option.name
         return None
 
+    def _provider_ids(self, job: JobRecord) -> Callable[[str], None]:
+        """Where the backend reports each provider job id as soon as it exists: the id is
+        written to the job's record at once, so a process killed mid-job leaves it behind
+        for the sweeper to ask the provider about."""
+
+        def sink(provider_job_id: str) -> None:
+            if provider_job_id in job.provider_job_ids:
+                return
+            job.provider_job_ids.append(provider_job_id)
+            task = asyncio.get_running_loop().create_task(
+                self.accounting.record_provider_job(job.id, provider_job_id)
+            )
+            self._id_writes.add(task)
+            task.add_done_callback(self._id_written)
+
+        return sink
+
+    def _id_written(self, task: asyncio.Task[None]) -> None:
+        self._id_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The final record of the job carries the id too; only the early copy is lost.
+            logger.warning("could not record a provider job id early: %s", task.exception())
+
     async def aclose(self) -> None:
+        if self._id_writes:
+            await asyncio.gather(*self._id_writes, return_exceptions=True)
         for entry in self._entries.values():
             await entry.backend.aclose()
 

@@ -3,13 +3,15 @@
 ``quantum_db`` may import ``backends``; it never imports ``quantum_ml``.
 """
 
-from .checkpoints import Checkpoint, CheckpointInfo, CheckpointStore, CheckpointWarning
+from .accounting import SqlAccounting
+from .checkpoints import Checkpoint, CheckpointInfo, CheckpointStore
 from .database import QuantumDatabase
-from .datasets import Dataset, DatasetInfo
+from .datasets import DEFAULT_SPLITS, Dataset, DatasetInfo, DatasetStore
 from .errors import (
     CheckpointCorruptError,
     CheckpointError,
     CheckpointNotFoundError,
+    CheckpointWarning,
     ConfigurationError,
     DatabaseError,
     DatasetNotFoundError,
@@ -22,8 +24,10 @@ from .errors import (
     NonFiniteDataError,
     NotConnectedError,
     NotFoundError,
+    PartialUpsertError,
     QuantumDBError,
     RegistryError,
+    RegistryUnavailableError,
     RunNotFoundError,
     SchemaError,
     SchemaOutOfDateError,
@@ -33,12 +37,23 @@ from .errors import (
     VectorValidationError,
 )
 from .loader import MLDataLoader
-from .metrics import MetricHistory, MetricsLogger
+from .metrics import MetricHistory, MetricsLogger, RejectedMetric
 from .models import ModelRegistry, ModelVersion, SupportsRegistry
-from .runs import RunInfo, RunStore
-from .settings import Settings
+from .runs import RUN_STATUSES, RunInfo, RunStore
+from .settings import DEFAULT_DATABASE_FILE, Settings
+from .vectorstores import (
+    LocalVectorStore,
+    Metric,
+    PineconeVectorStore,
+    QueryMatch,
+    VectorRecord,
+    VectorStore,
+)
 
 __all__ = [
+    "DEFAULT_DATABASE_FILE",
+    "DEFAULT_SPLITS",
+    "RUN_STATUSES",
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",
@@ -53,9 +68,12 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "DatasetStore",
     "EmptyDatasetError",
     "InvalidNameError",
+    "LocalVectorStore",
     "MLDataLoader",
+    "Metric",
     "MetricError",
     "MetricHistory",
     "MetricsLogger",
@@ -65,9 +83,14 @@ __all__ = [
     "NonFiniteDataError",
     "NotConnectedError",
     "NotFoundError",
+    "PartialUpsertError",
+    "PineconeVectorStore",
     "QuantumDBError",
     "QuantumDatabase",
+    "QueryMatch",
     "RegistryError",
+    "RegistryUnavailableError",
+    "RejectedMetric",
     "RunInfo",
     "RunNotFoundError",
     "RunStore",
@@ -75,7 +98,10 @@ __all__ = [
     "SchemaOutOfDateError",
     "SerializationError",
     "Settings",
+    "SqlAccounting",
     "SupportsRegistry",
+    "VectorRecord",
+    "VectorStore",
     "VectorStoreError",
     "VectorStoreUnavailableError",
     "VectorValidationError",

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backends.accounting import Budget, JobRecord
 from backends.errors import BudgetExceededError
+from backends.retry import RetryPolicy, retry_async
 
 from .errors import DataValidationError, RegistryError
 from .registry.engine import Registry
@@ -21,6 +22,14 @@ __all__ = ["SqlAccounting"]
 #: job that fits exactly.
 _EPSILON = 1e-9
 
+#: Two first reservations of a budget may race to insert its row; the loser (an
+#: IntegrityError) simply tries again and then finds the row.
+_BUDGET_ROW_RACE = RetryPolicy(attempts=10, base_delay_s=0.01, max_delay_s=0.2)
+
+
+def _lost_budget_row_race(exc: BaseException) -> bool:
+    return isinstance(exc, RegistryError) and isinstance(exc.__cause__, IntegrityError)
+
 
 class SqlAccounting:
     """:class:`backends.Accounting` on the registry.
@@ -29,11 +38,16 @@ class SqlAccounting:
     on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes writers), sums the ledger and
     inserts the reservation only if it fits, so concurrent tasks and processes can never
     together exceed a budget. Settling inserts a release of the reservation and the charge
-    in one transaction.
+    in one transaction that holds the same lock, so a reservation is closed exactly once
+    however many processes (the owner, sweepers) try at the same time.
+
+    ``owner_id`` (the connection's lease) tags every reservation and job row this
+    accounting writes; the sweeper reclaims those of owners whose lease has expired.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, owner_id: str | None = None) -> None:
         self._registry = registry
+        self.owner_id = owner_id
 
     async def _budget_row(self, session: AsyncSession, budget: Budget) -> BudgetRow:
         row = await session.get(BudgetRow, budget.name, with_for_update=True)
@@ -58,46 +72,73 @@ class SqlAccounting:
         return float(total or 0.0)
 
     async def reserve(self, budget: Budget, job_id: str, amount: float) -> None:
-        for _ in range(10):  # two first reservations may race to create the budget's row
-            try:
-                async with self._registry.session() as session:
-                    row = await self._budget_row(session, budget)
-                    exposure = await self._sum(session, row.id)
-                    if exposure + amount > row.limit_usd + _EPSILON:
-                        raise BudgetExceededError(
-                            f"the job needs ${amount:.4f} but budget {budget.name!r} has "
-                            f"${max(row.limit_usd - exposure, 0.0):.4f} of "
-                            f"${row.limit_usd:.2f} left"
-                        )
-                    session.add(
-                        LedgerRow(
-                            budget_id=row.id,
-                            job_id=job_id,
-                            kind="reservation",
-                            amount_usd=float(amount),
-                        )
+        async def attempt() -> None:
+            async with self._registry.session() as session:
+                row = await self._budget_row(session, budget)
+                exposure = await self._sum(session, row.id)
+                if exposure + amount > row.limit_usd + _EPSILON:
+                    raise BudgetExceededError(
+                        f"the job needs ${amount:.4f} but budget {budget.name!r} has "
+                        f"${max(row.limit_usd - exposure, 0.0):.4f} of "
+                        f"${row.limit_usd:.2f} left"
                     )
-                return
-            except RegistryError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
-        raise RegistryError(f"could not create budget {budget.name!r}")
+                session.add(
+                    LedgerRow(
+                        budget_id=row.id,
+                        job_id=job_id,
+                        kind="reservation",
+                        amount_usd=float(amount),
+                        owner_id=self.owner_id,
+                    )
+                )
 
-    async def _close(self, job_id: str, actual: float | None) -> None:
+        await retry_async(
+            attempt,
+            policy=_BUDGET_ROW_RACE,
+            service="registry",
+            operation=f"reserve on budget {budget.name!r}",
+            retryable=_lost_budget_row_race,
+        )
+
+    async def close(
+        self,
+        job_id: str,
+        actual: float | None,
+        *,
+        job_status: str | None = None,
+        note: str | None = None,
+    ) -> bool:
+        """Close ``job_id``'s reservation: charge ``actual`` (``None``: charge nothing).
+
+        Returns whether this call closed it (False: nothing reserved, or already closed).
+        With ``job_status``, the job's row gets that status, ``actual`` as its cost and
+        ``note`` as its error, in the same transaction (what the sweeper does).
+        """
         async with self._registry.session() as session:
-            rows = (
-                await session.scalars(select(LedgerRow).where(LedgerRow.job_id == job_id))
-            ).all()
-            reservation = next((r for r in rows if r.kind == "reservation"), None)
-            if reservation is None or any(r.kind == "release" for r in rows):
-                return  # nothing reserved, or already settled: settling twice is a no-op
+            reservation = await session.scalar(
+                select(LedgerRow)
+                .where(LedgerRow.job_id == job_id, LedgerRow.kind == "reservation")
+                .limit(1)
+            )
+            if reservation is None:
+                return False
+            # The budget's row is locked before the release is looked for: whoever holds
+            # the lock second sees the first one's release and does nothing.
             await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
+            closed = await session.scalar(
+                select(LedgerRow.id)
+                .where(LedgerRow.job_id == job_id, LedgerRow.kind == "release")
+                .limit(1)
+            )
+            if closed is not None:
+                return False
             session.add(
                 LedgerRow(
                     budget_id=reservation.budget_id,
                     job_id=job_id,
                     kind="release",
                     amount_usd=-reservation.amount_usd,
+                    owner_id=reservation.owner_id,
                 )
             )
             if actual is not None:
@@ -107,14 +148,18 @@ class SqlAccounting:
                         job_id=job_id,
                         kind="charge",
                         amount_usd=float(actual),
+                        owner_id=reservation.owner_id,
                     )
                 )
+            if job_status is not None:
+                await _mark_job(session, job_id, job_status, actual, note)
+            return True
 
     async def settle(self, job_id: str, actual: float) -> None:
-        await self._close(job_id, actual)
+        await self.close(job_id, actual)
 
     async def release(self, job_id: str) -> None:
-        await self._close(job_id, None)
+        await self.close(job_id, None)
 
     async def exposure(self, budget: Budget) -> float:
         async with self._registry.session() as session:
@@ -130,15 +175,13 @@ class SqlAccounting:
             )
         return float(total or 0.0)
 
-    async def open_reservations(self, budget: Budget) -> int:
+    async def open_reservations(self, budget: Budget | None = None) -> int:
+        """Reservations not yet settled or released (of ``budget``, or of every budget)."""
+        query = select(LedgerRow.job_id, LedgerRow.kind)
+        if budget is not None:
+            query = query.where(LedgerRow.budget_id == budget.name)
         async with self._registry.session() as session:
-            rows = (
-                await session.execute(
-                    select(LedgerRow.job_id, LedgerRow.kind).where(
-                        LedgerRow.budget_id == budget.name
-                    )
-                )
-            ).all()
+            rows = (await session.execute(query)).all()
         reserved = {r.job_id for r in rows if r.kind == "reservation"}
         closed = {r.job_id for r in rows if r.kind == "release"}
         return len(reserved - closed)
@@ -155,7 +198,12 @@ class SqlAccounting:
             row.shots = job.shots
             row.batch_size = job.batch_size
             row.status = job.status
-            row.provider_job_ids = list(job.provider_job_ids)
+            # Every id, in the order the provider returned them; an update never drops one
+            # an earlier write recorded.
+            known = list(row.provider_job_ids or [])
+            row.provider_job_ids = known + [i for i in job.provider_job_ids if i not in known]
+            if row.owner_id is None:
+                row.owner_id = job.owner_id or self.owner_id
             row.estimated_cost = job.estimated_cost
             row.actual_cost = job.actual_cost
             row.queue_latency_s = job.queue_latency_s
@@ -164,9 +212,40 @@ class SqlAccounting:
             row.created_at = job.created_at
             row.updated_at = time.time()
 
+    async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
+        # Only the id list changes (and "queued" becomes "running"), under the row's lock
+        # on PostgreSQL, so this write and the job's other record writes can land in any
+        # order without losing an id or bringing back an old status.
+        async with self._registry.session() as session:
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                return
+            known = list(row.provider_job_ids or [])
+            if provider_job_id not in known:
+                row.provider_job_ids = [*known, provider_job_id]
+                row.updated_at = time.time()
+            if row.status == "queued":  # it has reached the provider; never an ended status
+                row.status = "running"
+
     async def jobs(self, *, run_id: str | None = None) -> list[JobRow]:
         query = select(JobRow).order_by(JobRow.created_at)
         if run_id is not None:
             query = query.where(JobRow.run_id == run_id)
         async with self._registry.session() as session:
             return list((await session.scalars(query)).all())
+
+    def __repr__(self) -> str:
+        return f"SqlAccounting({self._registry!r}, owner_id={self.owner_id!r})"
+
+
+async def _mark_job(
+    session: AsyncSession, job_id: str, status: str, actual: float | None, note: str | None
+) -> None:
+    row = await session.get(JobRow, job_id)
+    if row is None:
+        return
+    row.status = status
+    row.actual_cost = actual
+    if note is not None:
+        row.error = note[:2000]
+    row.updated_at = time.time()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from sqlalchemy import delete, select
 from .errors import (
     CheckpointCorruptError,
     CheckpointNotFoundError,
+    CheckpointWarning,
     DataValidationError,
     SerializationError,
 )
@@ -21,14 +21,11 @@ from .registry.engine import Registry
 from .registry.schema import CheckpointRow
 from .runs import ensure_run, validate_run_id
 from .serialization import content_hash, pack_state, unpack_state
+from .validation import check_int, check_number, check_text
 
 __all__ = ["Checkpoint", "CheckpointInfo", "CheckpointStore", "CheckpointWarning"]
 
 logger = logging.getLogger(__name__)
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped because it is corrupt; an earlier one was used instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +80,7 @@ class CheckpointStore:
     old ones commit together, so a crash mid-save leaves the previous checkpoints intact."""
 
     def __init__(self, registry: Registry, *, keep_last: int = 3) -> None:
-        if keep_last < 1:
-            raise DataValidationError(f"keep_last must be >= 1, got {keep_last}")
+        keep_last = check_int(keep_last, "keep_last", minimum=1)
         self._registry = registry
         self.keep_last = keep_last
 
@@ -104,14 +100,15 @@ class CheckpointStore:
         is kept besides the last ``keep_last``. Saving a step again replaces it.
         """
         validate_run_id(run_id)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise DataValidationError(f"step must be a non-negative integer, got {step!r}")
+        step = check_int(step, "step", minimum=0)
         if mode not in ("min", "max"):
             raise DataValidationError(f"mode must be 'min' or 'max', got {mode!r}")
         if (metric_name is None) != (metric_value is None):
             raise DataValidationError("give metric_name and metric_value together")
-        if metric_value is not None and not math.isfinite(float(metric_value)):
-            raise DataValidationError(f"metric_value must be finite, got {metric_value!r}")
+        if metric_name is not None:
+            check_text(metric_name, "metric_name", max_length=128)
+        if metric_value is not None:
+            metric_value = check_number(metric_value, "metric_value")
         if not isinstance(state, Mapping):
             raise DataValidationError("state must be a mapping (a dict of arrays and values)")
         payload = pack_state(state)
@@ -130,7 +127,7 @@ class CheckpointStore:
                     payload=payload,
                     content_hash=digest,
                     metric_name=metric_name,
-                    metric_value=None if metric_value is None else float(metric_value),
+                    metric_value=metric_value,
                 )
             )
             await session.flush()
@@ -175,6 +172,7 @@ class CheckpointStore:
 
     async def load(self, run_id: str, step: int) -> Checkpoint:
         """The checkpoint at ``step``; :class:`CheckpointCorruptError` if it fails its hash."""
+        step = check_int(step, "step", minimum=0)
         async with self._registry.session() as session:
             row = await session.scalar(
                 select(CheckpointRow).where(

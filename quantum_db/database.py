@@ -13,18 +13,22 @@ from typing import Any
 from numpy.typing import ArrayLike
 
 from backends import BackendManager, UnknownBackendError
+from backends.errors import QuantumDBError
+from backends.ionq.targets import BACKEND_NAMES
 
 from .accounting import SqlAccounting
 from .checkpoints import CheckpointStore
 from .datasets import Dataset, DatasetInfo, DatasetStore
 from .errors import ConfigurationError, DatabaseError, NotConnectedError
+from .leases import Lease, release_lease, take_lease
 from .loader import MLDataLoader
 from .metrics import MetricsLogger
 from .models import ModelRegistry
-from .registry.engine import Registry, redact_url
+from .registry.engine import Registry, connect_error, redact_url
 from .registry.migrate import check_schema
 from .runs import RunStore
 from .settings import Settings
+from .sweeper import sweep_on_connect
 from .vectorstores.base import VectorStore
 
 __all__ = ["QuantumDatabase"]
@@ -46,6 +50,8 @@ class _Open:
     metrics: MetricsLogger
     runs: RunStore
     loaders: weakref.WeakSet[MLDataLoader]
+    #: This connection's lease: the owner of what it reserves, sends and writes.
+    lease: Lease | None = None
 
 
 class QuantumDatabase:
@@ -58,6 +64,14 @@ class QuantumDatabase:
     which checks the schema (an empty database is upgraded; one that is behind is refused
     with a message to run ``qdb init``) and closes everything on exit, error or
     cancellation.
+
+    ``create=False`` is for read-only use: a database that does not exist yet (a missing
+    SQLite file, an empty database) is refused with "run `qdb init`" and nothing is
+    created. No connection creates folders. Whatever fails while connecting (an
+    unreachable server, a file that is not a database, a bad setting) raises a
+    :class:`~quantum_db.errors.ConfigurationError`, or a
+    :class:`~quantum_db.errors.RegistryUnavailableError` when the server cannot be
+    reached, with the URL's password redacted.
     """
 
     def __init__(
@@ -68,6 +82,7 @@ class QuantumDatabase:
         settings: Settings | None = None,
         backend_manager: BackendManager | None = None,
         upgrade_empty: bool = True,
+        create: bool = True,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         self.url = url or self.settings.resolved_database_url()
@@ -78,7 +93,8 @@ class QuantumDatabase:
             )
         self._vector_choice: str | VectorStore = choice
         self._given_backends = backend_manager
-        self._upgrade_empty = upgrade_empty
+        self._upgrade_empty = upgrade_empty and create
+        self._create = create
         self._open: _Open | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -86,22 +102,35 @@ class QuantumDatabase:
     async def connect(self) -> AsyncIterator[QuantumDatabase]:
         if self._open is not None:
             raise DatabaseError("this QuantumDatabase is already connected")
-        registry = Registry(self.url)
+        registry = self._make_registry()
         vectors: VectorStore | None = None
         manager: BackendManager | None = None
+        lease: Lease | None = None
         try:
             await check_schema(registry, upgrade_empty=self._upgrade_empty)
+            # A read-only connection (create=False) reserves nothing, so it takes no lease.
+            if self._create:
+                lease = await take_lease(registry, self.settings.lease_ttl_s)
+            owner = lease.id if lease is not None else None
             vectors = self._make_vector_store(registry)
-            await vectors.open()
+            await _open_vector_store(vectors)
             manager = self._given_backends or default_backend_manager(
-                self.settings, SqlAccounting(registry)
+                self.settings, SqlAccounting(registry, owner_id=owner)
             )
+            if lease is not None and self.settings.sweep_on_connect:
+                await sweep_on_connect(
+                    registry,
+                    backends=manager,
+                    vectors=vectors,
+                    timeout_s=self.settings.sweep_timeout_s,
+                    unknown_expiry_s=self.settings.unknown_job_expiry_s,
+                )
             self._open = _Open(
                 registry=registry,
                 vectors=vectors,
                 backend_manager=manager,
                 owns_backends=self._given_backends is None,
-                datasets=DatasetStore(registry, vectors),
+                datasets=DatasetStore(registry, vectors, owner_id=owner),
                 models=ModelRegistry(registry),
                 checkpoints=CheckpointStore(registry, keep_last=self.settings.checkpoint_keep_last),
                 metrics=MetricsLogger(
@@ -109,16 +138,29 @@ class QuantumDatabase:
                 ),
                 runs=RunStore(registry),
                 loaders=weakref.WeakSet(),
+                lease=lease,
             )
-        except BaseException:
-            await asyncio.shield(_close_parts(registry, vectors, None, None))
-            raise
+        except BaseException as exc:
+            if lease is not None:
+                await asyncio.shield(release_lease(lease))
+            await asyncio.shield(_abandon(registry, vectors))
+            if isinstance(exc, QuantumDBError) or not isinstance(exc, Exception):
+                raise
+            raise connect_error(exc, self.url) from exc
         try:
             yield self
         finally:
             state, self._open = self._open, None
             # Shielded: a cancelled task still flushes metrics and releases connections.
             await asyncio.shield(_close_connection(state))
+
+    def _make_registry(self) -> Registry:
+        try:
+            return Registry(self.url, create=self._create)
+        except QuantumDBError:
+            raise
+        except Exception as exc:
+            raise connect_error(exc, self.url) from exc
 
     def _make_vector_store(self, registry: Registry) -> VectorStore:
         choice = self._vector_choice
@@ -153,6 +195,15 @@ class QuantumDatabase:
         return self._state().vectors
 
     @property
+    def owner_id(self) -> str | None:
+        """This connection's lease id, the owner of what it reserves, sends and writes
+        (``None`` without a lease). A BackendManager of your own gets its reservations
+        swept after a crash when built with ``SqlAccounting(db.registry, owner_id=db.owner_id)``.
+        """
+        lease = self._state().lease
+        return lease.id if lease is not None else None
+
+    @property
     def backend_manager(self) -> BackendManager:
         return self._state().backend_manager
 
@@ -183,13 +234,16 @@ class QuantumDatabase:
         splits: Mapping[str, float] | None = None,
         split_seed: int = 0,
         encoding: Mapping[str, Any] | None = None,
+        new_version: bool = False,
     ) -> DatasetInfo:
         """Validate and store a new version of ``dataset_id``, atomically.
 
         ``data`` is ``[n_samples, n_features]`` of finite numbers, ``labels`` one integer
         class or float target per sample. ``splits`` (default 80/10/10 train/validation/
         test, stratified by class) is drawn with ``split_seed``. ``encoding`` (encoder,
-        scaling, n_qubits) is stored with the feature statistics it needs.
+        scaling, n_qubits) is stored with the feature statistics it needs. When the latest
+        version already holds exactly this (same content hash, splits, encoding and
+        metadata) it is returned and nothing is written, unless ``new_version=True``.
         """
         return await self._state().datasets.store(
             dataset_id,
@@ -199,6 +253,7 @@ class QuantumDatabase:
             splits=splits,
             split_seed=split_seed,
             encoding=encoding,
+            new_version=new_version,
         )
 
     async def list_datasets(self) -> list[DatasetInfo]:
@@ -253,7 +308,9 @@ class QuantumDatabase:
         )
 
 
-def default_backend_manager(settings: Settings, accounting: SqlAccounting) -> BackendManager:
+def default_backend_manager(
+    settings: Settings, accounting: SqlAccounting | None = None
+) -> BackendManager:
     """The backends a connection offers: the built-in simulator always, Qiskit Aer when
     qiskit-aer is installed, and IonQ's simulator, Aria and Forte when an IonQ key is set."""
     manager = BackendManager(accounting=accounting)
@@ -277,12 +334,29 @@ def default_backend_manager(settings: Settings, accounting: SqlAccounting) -> Ba
     return manager
 
 
-#: Names under which a connection registers IonQ's targets.
-IONQ_TARGETS = {
-    "ionq-simulator": "simulator",
-    "ionq-aria": "qpu.aria-1",
-    "ionq-forte": "qpu.forte-1",
-}
+#: The name a connection registers each IonQ target under (the value is IonQ's own target
+#: name): the one ``qdb backends`` lists and ``BackendManager.run(backend=...)`` takes.
+IONQ_TARGETS: dict[str, str] = {name: target for target, name in BACKEND_NAMES.items()}
+
+
+async def _open_vector_store(vectors: VectorStore) -> None:
+    try:
+        await vectors.open()
+    except QuantumDBError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot open the vector store {vectors!r}: {type(exc).__name__}: {exc}; check "
+            "its settings (QDB_VECTOR_STORE, QDB_PINECONE_*)"
+        ) from exc
+
+
+async def _abandon(registry: Registry, vectors: VectorStore | None) -> None:
+    """Close what a failed connect opened; the error worth reporting is the first one."""
+    try:
+        await _close_parts(registry, vectors, None, None)
+    except Exception:
+        logger.debug("closing after a failed connect failed as well", exc_info=True)
 
 
 async def _close_parts(
@@ -321,6 +395,8 @@ async def _close_connection(state: _Open | None) -> None:
             except Exception:
                 logger.warning("loader over %r could not be read before closing", loader.name)
         loader._detach()
+    if state.lease is not None:
+        await release_lease(state.lease)
     await _close_parts(
         state.registry,
         state.vectors,

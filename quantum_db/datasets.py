@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -14,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import (
     DatasetNotFoundError,
@@ -25,7 +28,8 @@ from .errors import (
     RegistryError,
 )
 from .registry.engine import Registry
-from .registry.schema import DatasetRow
+from .registry.schema import INT64_MAX, DatasetRow, DatasetWriteRow
+from .validation import check_int, check_json, check_seed
 from .vectorstores.base import VectorRecord, VectorStore
 
 __all__ = [
@@ -41,6 +45,8 @@ SPLIT_NAMES = ("train", "validation", "test")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 #: Rows per vector-store write; bounds memory for large datasets.
 _WRITE_BATCH = 10_000
+
+logger = logging.getLogger(__name__)
 
 
 def validate_name(name: object, what: str = "dataset") -> str:
@@ -109,8 +115,12 @@ class Dataset:
 
 def _validate_data(data: ArrayLike) -> NDArray[np.float64]:
     try:
-        array = np.asarray(data, dtype=np.float64)
+        raw = np.asarray(data)
+        _check_numeric_kind(raw, "data")
+        array = raw.astype(np.float64, copy=False)
     except ValueError as exc:
+        if isinstance(exc, DataValidationError):
+            raise
         text = str(exc)
         if "inhomogeneous" in text or "sequence" in text:
             raise DataShapeError(
@@ -136,6 +146,25 @@ def _validate_data(data: ArrayLike) -> NDArray[np.float64]:
     return np.ascontiguousarray(array)
 
 
+def _check_numeric_kind(array: NDArray[Any], what: str) -> None:
+    """Refuse what float64 would silently damage: complex (the imaginary part would be
+    dropped), objects (anything could hide there), text, dates."""
+    kind = array.dtype.kind
+    if kind == "c":
+        raise DataValidationError(
+            f"{what} is complex ({array.dtype}); quantum-db stores real numbers only: store "
+            "the real and imaginary parts as separate features (np.hstack([x.real, x.imag]))"
+        )
+    if kind == "O":
+        raise DataValidationError(
+            f"{what} is an object array; give a numeric array (floats, integers or booleans)"
+        )
+    if kind not in "biuf":
+        raise DataValidationError(
+            f"{what} must be numeric (floats, integers or booleans), got dtype {array.dtype}"
+        )
+
+
 def _validate_labels(labels: ArrayLike, n: int) -> tuple[NDArray[Any], str, int | None]:
     try:
         array = np.asarray(labels)
@@ -147,6 +176,12 @@ def _validate_labels(labels: ArrayLike, n: int) -> tuple[NDArray[Any], str, int 
         raise DataShapeError(f"{array.shape[0]} labels for {n} samples: give one label per sample")
     if array.dtype.kind == "b":
         array = array.astype(np.int64)
+    if array.dtype.kind == "u" and array.size and int(array.max()) > INT64_MAX:
+        row = int(np.argmax(array))
+        raise DataValidationError(
+            f"labels[{row}] is {int(array[row])}; class labels must fit in a signed 64-bit "
+            f"integer (<= {INT64_MAX})"
+        )
     if array.dtype.kind in "iu":
         values = array.astype(np.int64)
         return values, "class", int(np.unique(values).size)
@@ -200,6 +235,27 @@ def _content_hash(data: NDArray[np.float64], labels: NDArray[Any]) -> str:
     return digest.hexdigest()
 
 
+async def _latest_if_same(session: AsyncSession, fields: Mapping[str, Any]) -> DatasetInfo | None:
+    """The latest version of the dataset if it holds exactly what ``fields`` describe."""
+    row = await session.scalar(
+        select(DatasetRow)
+        .where(DatasetRow.name == fields["name"])
+        .order_by(DatasetRow.version.desc())
+        .limit(1)
+    )
+    if row is None or row.content_hash != fields["content_hash"]:
+        return None
+    stored = (row.splits, row.encoding, row.user_metadata)
+    wanted = (fields["splits"], fields["encoding"], fields["user_metadata"])
+    if _canonical(stored) != _canonical(wanted):
+        return None
+    return DatasetInfo.from_row(row)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _encoding_contract(
     data: NDArray[np.float64], encoding: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -225,14 +281,26 @@ def _encoding_contract(
 class DatasetStore:
     """Datasets of one QuantumDatabase: samples in the vector store, versions in the registry.
 
-    A write puts the samples in a fresh namespace first and only then inserts the registry
-    row, in one transaction: until that commit nothing is visible, so a crash at any point
-    leaves the earlier versions exactly as they were (at worst an unreferenced namespace).
+    A write first records its fresh namespace in ``dataset_writes`` (committed on its own,
+    with ``owner_id``, the writer's lease), then puts the samples there, and finally inserts
+    the version's row and deletes the write record in one transaction. Until that commit
+    nothing is visible, so a crash at any point leaves the earlier versions exactly as they
+    were; a write that fails cleans up after itself, and one that is killed leaves its
+    write record, from which the sweeper finds and deletes the orphaned samples.
+
+    Storing what the latest version already holds returns that version and writes
+    nothing, unless ``new_version=True``. "The same" means an equal ``content_hash`` (a
+    SHA-256 of the samples bit for bit, their shape and the labels with their dtype) and
+    equal splits (fractions and seed, hence the same assignment), encoding contract and
+    metadata: a store that would change any of them makes a new version.
     """
 
-    def __init__(self, registry: Registry, vectors: VectorStore) -> None:
+    def __init__(
+        self, registry: Registry, vectors: VectorStore, *, owner_id: str | None = None
+    ) -> None:
         self._registry = registry
         self._vectors = vectors
+        self.owner_id = owner_id
 
     async def store(
         self,
@@ -244,51 +312,80 @@ class DatasetStore:
         splits: Mapping[str, float] | None = None,
         split_seed: int = 0,
         encoding: Mapping[str, Any] | None = None,
+        new_version: bool = False,
     ) -> DatasetInfo:
         validate_name(name)
         array = _validate_data(data)
         values, label_kind, n_classes = _validate_labels(labels, array.shape[0])
+        split_seed = check_seed(split_seed, "split_seed")
         fractions = dict(DEFAULT_SPLITS if splits is None else splits)
         assignment = _split_assignment(values, label_kind, fractions, split_seed)
-        contract = _encoding_contract(array, encoding)
-        user_metadata = dict(metadata or {})
-        try:
-            json.dumps(user_metadata)
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"metadata must be JSON-serializable: {exc}") from None
+        contract = check_json(_encoding_contract(array, encoding), "encoding")
+        user_metadata = check_json(metadata, "metadata")
+        counts = {s: int(np.count_nonzero(assignment == s)) for s in SPLIT_NAMES}
+        fields: dict[str, Any] = {
+            "name": name,
+            "dim": array.shape[1],
+            "n_samples": array.shape[0],
+            "label_kind": label_kind,
+            "n_classes": n_classes,
+            "encoding": contract,
+            "splits": check_json(
+                {"fractions": fractions, "seed": split_seed, "counts": counts}, "splits"
+            ),
+            "user_metadata": user_metadata,
+            "content_hash": _content_hash(array, values),
+        }
         await self._check_dimension(name, array.shape[1])
+        if not new_version:
+            async with self._registry.session() as session:
+                same = await _latest_if_same(session, fields)
+            if same is not None:
+                return same
 
         namespace = f"ds-{uuid.uuid4().hex}"
-        for start in range(0, array.shape[0], _WRITE_BATCH):
-            stop = min(start + _WRITE_BATCH, array.shape[0])
-            await self._vectors.upsert(
-                [
-                    VectorRecord(
-                        id=f"s{i:09d}",
-                        values=array[i],
-                        metadata={"row": i, "label": values[i].item(), "split": str(assignment[i])},
-                    )
-                    for i in range(start, stop)
-                ],
-                namespace=namespace,
+        async with self._registry.session() as session:
+            session.add(
+                DatasetWriteRow(namespace=namespace, dataset_name=name, owner_id=self.owner_id)
             )
-        counts = {s: int(np.count_nonzero(assignment == s)) for s in SPLIT_NAMES}
         try:
-            return await self._commit(
-                name=name,
-                dim=array.shape[1],
-                n_samples=array.shape[0],
-                label_kind=label_kind,
-                n_classes=n_classes,
-                namespace=namespace,
-                encoding=contract,
-                splits={"fractions": fractions, "seed": split_seed, "counts": counts},
-                user_metadata=user_metadata,
-                content_hash=_content_hash(array, values),
-            )
+            for start in range(0, array.shape[0], _WRITE_BATCH):
+                stop = min(start + _WRITE_BATCH, array.shape[0])
+                await self._vectors.upsert(
+                    [
+                        VectorRecord(
+                            id=f"s{i:09d}",
+                            values=array[i],
+                            metadata={
+                                "row": i,
+                                "label": values[i].item(),
+                                "split": str(assignment[i]),
+                            },
+                        )
+                        for i in range(start, stop)
+                    ],
+                    namespace=namespace,
+                )
+            info = await self._commit(namespace, new_version, fields)
         except BaseException:
-            await self._vectors.delete(namespace=namespace, delete_all=True)
+            # Shielded: a cancelled write still cleans up; what a crash leaves, the
+            # sweeper finds through the write record.
+            await asyncio.shield(self._abandon(namespace))
             raise
+        if info.namespace != namespace:  # a concurrent writer stored the same version first
+            await asyncio.shield(self._abandon(namespace))
+        return info
+
+    async def _abandon(self, namespace: str) -> None:
+        """Best effort: free the samples of a write that did not commit, then its record."""
+        try:
+            await self._vectors.delete(namespace=namespace, delete_all=True)
+            async with self._registry.session() as session:
+                await session.execute(
+                    delete(DatasetWriteRow).where(DatasetWriteRow.namespace == namespace)
+                )
+        except Exception as exc:  # the record stays, so the sweeper finishes the job
+            logger.warning("could not clean up the aborted dataset write %s: %s", namespace, exc)
 
     async def _check_dimension(self, name: str, dim: int) -> None:
         async with self._registry.session() as session:
@@ -301,7 +398,9 @@ class DatasetStore:
                 f"has {dim}. Store it under another name"
             )
 
-    async def _commit(self, **fields: Any) -> DatasetInfo:
+    async def _commit(
+        self, namespace: str, new_version: bool, fields: dict[str, Any]
+    ) -> DatasetInfo:
         for _ in range(20):  # concurrent writers of one name race for the next version
             try:
                 async with self._registry.session() as session:
@@ -313,13 +412,25 @@ class DatasetStore:
                             f"dataset {fields['name']!r} has {existing} features in its earlier "
                             f"versions; this data has {fields['dim']}"
                         )
+                    if not new_version:
+                        same = await _latest_if_same(session, fields)
+                        if same is not None:
+                            return same
                     latest = await session.scalar(
                         select(func.max(DatasetRow.version)).where(
                             DatasetRow.name == fields["name"]
                         )
                     )
-                    row = DatasetRow(id=str(uuid.uuid4()), version=(latest or 0) + 1, **fields)
+                    row = DatasetRow(
+                        id=str(uuid.uuid4()),
+                        version=(latest or 0) + 1,
+                        namespace=namespace,
+                        **fields,
+                    )
                     session.add(row)
+                    await session.execute(
+                        delete(DatasetWriteRow).where(DatasetWriteRow.namespace == namespace)
+                    )
                 return DatasetInfo.from_row(row)
             except RegistryError as exc:
                 if not isinstance(exc.__cause__, IntegrityError):
@@ -336,6 +447,8 @@ class DatasetStore:
 
     async def info(self, name: str, version: int | None = None) -> DatasetInfo:
         query = select(DatasetRow).where(DatasetRow.name == name)
+        if version is not None:
+            version = check_int(version, "version", minimum=1)
         if version is None:
             query = query.order_by(DatasetRow.version.desc()).limit(1)
         else:

@@ -24,10 +24,18 @@ QuantumDBError                         root of every quantum-db error (from ``ba
     ├── MetricError (ValueError)       a metric that cannot be logged
     └── VectorStoreError               a vector store refused or failed an operation
         ├── VectorValidationError (ValueError)  bad ids, values, metadata or filters
-        └── VectorStoreUnavailableError         retries exhausted / service down
+        ├── VectorStoreUnavailableError         retries exhausted / service down
+        └── PartialUpsertError         fewer vectors acknowledged than sent (safe to resend)
+
+Warnings (not errors; see :mod:`warnings`):
+
+UserWarning
+└── CheckpointWarning                  a corrupt checkpoint was skipped for an earlier one
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from backends.errors import QuantumDBError
 
@@ -35,6 +43,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "CheckpointWarning",
     "ConfigurationError",
     "DataShapeError",
     "DataValidationError",
@@ -47,6 +56,7 @@ __all__ = [
     "NonFiniteDataError",
     "NotConnectedError",
     "NotFoundError",
+    "PartialUpsertError",
     "QuantumDBError",
     "RegistryError",
     "RegistryUnavailableError",
@@ -154,3 +164,19 @@ class VectorValidationError(VectorStoreError, ValueError):
 
 class VectorStoreUnavailableError(VectorStoreError):
     """The vector store did not answer (retries exhausted)."""
+
+
+class PartialUpsertError(VectorStoreError):
+    """Pinecone acknowledged fewer vectors than were sent; ``unconfirmed_ids`` lists them.
+
+    Upserting the unconfirmed ids again is safe (upsert overwrites by id).
+    """
+
+    def __init__(self, message: str, *, unconfirmed_ids: Sequence[str], written: int) -> None:
+        super().__init__(message)
+        self.unconfirmed_ids = tuple(unconfirmed_ids)
+        self.written = written
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped because it is corrupt; an earlier one was used instead."""

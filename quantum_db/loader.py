@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from .datasets import SPLIT_NAMES, Dataset, DatasetInfo
 from .errors import DataValidationError, NotConnectedError
+from .validation import check_int, check_seed
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +57,7 @@ class MLDataLoader:
         self.seed = (
             int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
             if seed is None
-            else int(seed)
+            else check_seed(seed)
         )
         self.split = split
         self.drop_last = drop_last
@@ -109,9 +110,7 @@ class MLDataLoader:
     # ------------------------------------------------------------------ order
     def set_epoch(self, epoch: int) -> None:
         """The next ``async for`` yields epoch ``epoch``'s order."""
-        if epoch < 0:
-            raise DataValidationError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
+        self.epoch = check_int(epoch, "epoch", minimum=0)
 
     def order(self, epoch: int) -> NDArray[np.int64]:
         n = self.num_samples

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -13,10 +12,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .datasets import validate_name
-from .errors import DataValidationError, ModelNotFoundError, RegistryError, SerializationError
+from .errors import (
+    DataValidationError,
+    InvalidNameError,
+    ModelNotFoundError,
+    RegistryError,
+    SerializationError,
+)
 from .registry.engine import Registry
 from .registry.schema import ModelAliasRow, ModelRow, ModelVersionRow
 from .serialization import content_hash, pack_state, unpack_state
+from .validation import check_int, check_json, check_number, check_text
 
 __all__ = ["ModelRegistry", "ModelVersion", "SupportsRegistry"]
 
@@ -71,25 +77,18 @@ def _as_parameters(value: Any) -> dict[str, NDArray[Any]]:
 
 
 def _as_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    if metrics is not None and not isinstance(metrics, Mapping):
+        raise DataValidationError(f"metrics must be a mapping, got {type(metrics).__name__}")
     out: dict[str, float] = {}
     for key, value in (metrics or {}).items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise DataValidationError(f"metric {key!r} must be a number, got {value!r}") from None
-        if not np.isfinite(number):
-            raise DataValidationError(f"metric {key!r} is {number}; metrics must be finite")
-        out[str(key)] = number
+        if not isinstance(key, str):
+            raise DataValidationError(f"metric names must be strings, got {key!r}")
+        out[key] = check_number(value, f"metric {key!r}")
     return out
 
 
-def _json(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-    data = dict(value or {})
-    try:
-        json.dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"{what} must be JSON-serializable: {exc}") from None
-    return data
+def _version_number(version: object) -> int:
+    return check_int(version, "version", minimum=1)
 
 
 class ModelRegistry:
@@ -117,9 +116,9 @@ class ModelRegistry:
             encoding = encoding if encoding is not None else payload.get("encoding")
         else:
             parameters = _as_parameters(model)
-        arch = _json(architecture, "architecture")
-        enc = _json(encoding, "encoding") if encoding is not None else None
-        prov = _json(provenance, "provenance")
+        arch = check_json(architecture, "architecture")
+        enc = check_json(encoding, "encoding") if encoding is not None else None
+        prov = check_json(provenance, "provenance")
         scores = _as_metrics(metrics)
         try:
             blob = pack_state(parameters)
@@ -179,6 +178,8 @@ class ModelRegistry:
         """A version by number, by alias, or the latest when neither is given."""
         if version is not None and alias is not None:
             raise DataValidationError("give a version or an alias, not both")
+        if version is not None:
+            version = _version_number(version)
         async with self._registry.session() as session:
             model_row = await session.scalar(select(ModelRow).where(ModelRow.name == name))
             if model_row is None:
@@ -211,6 +212,9 @@ class ModelRegistry:
     async def set_alias(self, name: str, version: int, alias: str) -> None:
         """Point ``alias`` (e.g. ``"production"``) at ``version``, moving it if it exists."""
         validate_name(alias, "alias")
+        # The alias column is 64 wide: PostgreSQL would refuse more, SQLite would keep it.
+        check_text(alias, "alias", max_length=64, error=InvalidNameError)
+        version = _version_number(version)
         if alias.isdigit():
             raise DataValidationError(f"alias {alias!r} would read as a version number")
         async with self._registry.session() as session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .errors import DataValidationError, InvalidNameError, RunNotFoundError
 from .registry.engine import Registry
 from .registry.schema import RunRow
+from .validation import check_json, check_seed, check_text
 
 __all__ = ["RUN_STATUSES", "RunInfo", "RunStore", "ensure_run", "validate_run_id"]
 
@@ -73,15 +73,16 @@ class RunStore:
         seed: int | None = None,
     ) -> RunInfo:
         run_id = validate_run_id(run_id or f"run-{uuid.uuid4().hex[:12]}")
-        try:
-            json.dumps(dict(config or {}))
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"run config must be JSON-serializable: {exc}") from None
+        stored_config = check_json(config, "run config")
+        if backend is not None:
+            check_text(backend, "backend", max_length=128)
+        if seed is not None:
+            seed = check_seed(seed)
         async with self._registry.session() as session:
             if await session.get(RunRow, run_id) is not None:
                 raise DataValidationError(f"run {run_id!r} already exists")
             row = RunRow(
-                id=run_id, status="running", config=dict(config or {}), backend=backend, seed=seed
+                id=run_id, status="running", config=stored_config, backend=backend, seed=seed
             )
             session.add(row)
         return RunInfo.from_row(row)

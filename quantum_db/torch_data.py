@@ -23,7 +23,7 @@ def torch_loader(loader: MLDataLoader) -> torch.utils.data.DataLoader[Any]:
         from torch.utils.data import DataLoader, IterableDataset
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
-            "PyTorch is needed for as_torch(): pip install torch==2.13.0"
+            "PyTorch is needed for as_torch(): pip install 'quantum-db[torch]'"
         ) from exc
 
     if not loader.loaded:  # fail here with a clear message, not inside torch's iterator

@@ -1,23 +1,73 @@
-"""What ``qdb backends`` and ``qdb estimate`` print: the backend catalogue and cost plans."""
+"""What ``qdb backends`` and ``qdb estimate`` print: the backend catalogue and cost plans.
+
+The catalogue lists every backend a :class:`~quantum_db.QuantumDatabase` connection can
+register, under the name it registers it by (``db.backend_manager.names()``), which is
+the name ``BackendManager.run(backend=...)`` takes. The estimate checks each of them
+against the job first and says why one cannot run it instead of pricing it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
-from backends import Backend, PriceModel, SimulatorBackend, plan_training_cost
+from backends import (
+    FREE,
+    GATES,
+    Capabilities,
+    Circuit,
+    PriceModel,
+    SimulatorBackend,
+    plan_training_cost,
+)
 from backends.errors import QuantumDBError
 from backends.templates import hardware_efficient_circuit
 
-__all__ = ["CatalogueEntry", "catalogue", "describe_price", "estimate_lines"]
+__all__ = [
+    "RUN_HINT",
+    "CatalogueEntry",
+    "blockers",
+    "catalogue",
+    "catalogue_lines",
+    "describe_price",
+    "estimate_lines",
+]
+
+#: The line both commands end with: which name to pass where.
+RUN_HINT = (
+    "pass a name from the first column to BackendManager.run(backend=NAME) "
+    "(db.backend_manager of a QuantumDatabase connection)"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogueEntry:
+    """One backend a connection can offer, under the name ``run(backend=...)`` takes.
+
+    ``capabilities`` is ``None`` when the backend cannot be built here (an SDK is
+    missing); ``gates`` are the circuit-model gates it runs, natively or rewritten.
+    """
+
     name: str
-    max_qubits: int
-    modes: str
+    capabilities: Capabilities | None
+    gates: frozenset[str]
     price: PriceModel
     status: str
+    #: What the name stands for (``IonQ's qpu.aria-1``, ``built-in statevector``).
+    description: str = ""
+
+    @property
+    def max_qubits(self) -> int:
+        return 0 if self.capabilities is None else self.capabilities.max_qubits
+
+    @property
+    def modes(self) -> str:
+        caps = self.capabilities
+        if caps is None:
+            return "-"
+        return "+".join(
+            m for m, on in (("exact", caps.supports_exact), ("shots", caps.supports_shots)) if on
+        )
 
 
 def describe_price(price: PriceModel) -> str:
@@ -35,79 +85,162 @@ def describe_price(price: PriceModel) -> str:
     return text
 
 
-def _modes(backend: Backend) -> str:
-    caps = backend.capabilities
-    return "+".join(
-        m for m, on in (("exact", caps.supports_exact), ("shots", caps.supports_shots)) if on
-    )
+def _ionq_entries(ionq_configured: bool) -> list[CatalogueEntry]:
+    from backends.ionq.targets import BACKEND_NAMES, TARGETS
+    from backends.ionq.translate import NATIVE_GATES
+
+    # A connection builds IonQ backends with the qiskit-ionq driver (the default).
+    if importlib.util.find_spec("qiskit_ionq") is None:
+        status = "needs pip install 'quantum-db[ionq]'"
+    elif ionq_configured:
+        status = "ready (IONQ_API_KEY set)"
+    else:
+        status = "needs IONQ_API_KEY"
+    entries = []
+    for target in TARGETS.values():
+        caps = Capabilities(
+            max_qubits=target.max_qubits,
+            native_gates=NATIVE_GATES,
+            supports_exact=target.is_simulator,
+            supports_shots=True,
+            max_shots=target.max_shots,
+        )
+        entries.append(
+            CatalogueEntry(
+                BACKEND_NAMES[target.name],
+                caps,
+                # ``p`` and ``u`` are rewritten into native gates before a job is sent.
+                NATIVE_GATES | {"p", "u"},
+                target.price,
+                status,
+                f"IonQ's {target.name}",
+            )
+        )
+    return entries
 
 
 def catalogue(ionq_configured: bool) -> list[CatalogueEntry]:
-    """Every backend quantum-db knows, whether or not it can run here right now."""
-    from backends.cost import FREE
-
-    entries = []
+    """Every backend a connection can register, whether or not it can run here right now."""
     sim = SimulatorBackend()
-    entries.append(
+    entries = [
         CatalogueEntry(
-            "simulator", sim.capabilities.max_qubits, _modes(sim), FREE, "ready (built in)"
+            "simulator",
+            sim.capabilities,
+            sim.capabilities.native_gates,
+            FREE,
+            "ready (built in)",
+            "built-in statevector",
         )
-    )
+    ]
     try:
         from backends import QiskitBackend
 
         aer = QiskitBackend()
+        # Every gate of the circuit model converts to Qiskit, and Aer transpiles the rest.
         entries.append(
             CatalogueEntry(
-                "aer", aer.capabilities.max_qubits, _modes(aer), FREE, "ready (qiskit-aer)"
+                "aer", aer.capabilities, frozenset(GATES), FREE, "ready (qiskit-aer)", "Qiskit Aer"
             )
         )
     except (ImportError, QuantumDBError) as exc:
-        entries.append(CatalogueEntry("aer", 0, "-", FREE, f"unavailable: {exc}"))
-    from backends.ionq.targets import TARGETS
-
-    status = "ready (IONQ_API_KEY set)" if ionq_configured else "needs IONQ_API_KEY"
-    for target in TARGETS.values():
-        modes = "exact+shots" if target.is_simulator else "shots"
         entries.append(
-            CatalogueEntry(f"ionq {target.name}", target.max_qubits, modes, target.price, status)
+            CatalogueEntry("aer", None, frozenset(), FREE, f"unavailable: {exc}", "Qiskit Aer")
         )
-    return entries
+    return entries + _ionq_entries(ionq_configured)
+
+
+def catalogue_lines(entries: list[CatalogueEntry]) -> list[str]:
+    """The table ``qdb backends`` prints."""
+    width = max(len(e.name) for e in entries)
+    lines = [f"{'name':<{width}} {'qubits':>6}  {'modes':<12} {'status':<36} price"]
+    for e in entries:
+        lines.append(
+            f"{e.name:<{width}} {e.max_qubits:>6}  {e.modes:<12} {e.status:<36} "
+            f"{describe_price(e.price)}"
+        )
+    lines += ["", RUN_HINT]
+    ionq = [f"{e.name} is {e.description}" for e in entries if e.description.startswith("IonQ's")]
+    if ionq:
+        lines.append("; ".join(ionq))
+    return lines
+
+
+def blockers(entry: CatalogueEntry, circuit: Circuit, shots: int | None) -> list[str]:
+    """Why ``entry`` cannot run ``circuit`` with ``shots`` (``None``: exact); empty if it can."""
+    caps = entry.capabilities
+    if caps is None:
+        return [entry.status]
+    reasons = []
+    if circuit.num_qubits > caps.max_qubits:
+        reasons.append(f"needs {circuit.num_qubits} qubits, offers {caps.max_qubits}")
+    unknown = sorted({inst.name for inst in circuit.instructions} - entry.gates)
+    if unknown:
+        reasons.append(f"cannot run gates {', '.join(unknown)}")
+    if shots is None and not caps.supports_exact:
+        reasons.append("no exact mode (give --shots)")
+    if shots is not None and not caps.supports_shots:
+        reasons.append("does not sample shots (use --exact)")
+    if shots is not None and caps.max_shots is not None and shots > caps.max_shots:
+        reasons.append(f"at most {caps.max_shots:,} shots per job, {shots:,} asked")
+    return reasons
 
 
 def estimate_lines(
     *,
     qubits: int,
     layers: int,
-    shots: int,
+    shots: int | None,
     epochs: int,
     samples: int,
     batch_size: int,
+    validation_samples: int = 0,
     error_mitigation: bool | None = None,
+    ionq_configured: bool = False,
 ) -> list[str]:
-    """The cost plan of training the hardware-efficient model on each priced backend."""
-    from backends.ionq.targets import TARGETS
+    """The cost plan of training the hardware-efficient model on every catalogued backend.
 
+    A backend that cannot run the job (too few qubits, a gate it cannot run, more shots
+    than it allows, exact evaluation without an exact mode) is marked with the reasons
+    and not priced.
+    """
     circuit = hardware_efficient_circuit(qubits, layers)
     counts = circuit.count_gates()
+    weights = len(circuit.parameters_of_kind("weight"))
+    shot_text = "exact expectations" if shots is None else f"{shots} shots per circuit"
+    validation = (
+        f", and {validation_samples} validation samples evaluated once per epoch"
+        if validation_samples
+        else ", no validation set (--validation-samples)"
+    )
     lines = [
-        f"model: {qubits} qubits, {layers} layers -> {circuit.num_parameters - qubits} weights; "
+        f"model: {qubits} qubits, {layers} layers -> {weights} weights; "
         f"circuit has {counts[1]} one-qubit and {counts[2]} two-qubit gates, "
         f"depth {circuit.depth()}",
         f"training: {epochs} epochs over {samples} samples in batches of {batch_size}, "
-        f"parameter-shift gradients, {shots} shots per circuit",
+        f"parameter-shift gradients (2 x {weights} shifted circuits + 1 forward per sample), "
+        f"{shot_text}{validation}",
         "",
     ]
-    for target in TARGETS.values():
+    entries = catalogue(ionq_configured)
+    width = max(len(e.name) for e in entries)
+    for entry in entries:
+        reasons = blockers(entry, circuit, shots)
+        if reasons:
+            lines.append(f"{entry.name:<{width}} cannot run this job: {'; '.join(reasons)}")
+            continue
         plan = plan_training_cost(
-            target.price,
+            entry.price,
             circuit,
             shots=shots,
             epochs=epochs,
             n_samples=samples,
             batch_size=batch_size,
+            n_validation=validation_samples,
             error_mitigation=error_mitigation,
         )
-        lines.append(f"ionq {target.name:<12} {plan.describe()}")
-    lines.append(f"{'simulator / aer':<17} free (exact or sampled, on this machine)")
+        text = plan.describe() if not entry.price.is_free else f"free: {plan.describe_jobs()}"
+        lines.append(f"{entry.name:<{width}} {text}")
+    if all("cannot run this job" in line for line in lines[-len(entries) :]):
+        lines.append("no backend here can run this job")
+    lines += ["", RUN_HINT]
     return lines

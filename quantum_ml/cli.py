@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
@@ -29,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qdb", description="quantum-db: hybrid quantum-classical machine learning as a service"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs on errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create or upgrade the registry schema")
     init.add_argument(
@@ -38,16 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument(
         "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
     )
+    health = commands.add_parser(
+        "health", help="check that the database is reachable and its schema up to date"
+    )
+    health.add_argument(
+        "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
+    gc = commands.add_parser(
+        "gc",
+        help="reclaim the reservations, jobs and dataset writes of processes that are gone",
+    )
+    gc.add_argument("--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)")
+    gc.add_argument(
+        "--cancel-running",
+        action="store_true",
+        help="also ask providers to cancel such jobs still queued or running (they stay "
+        "reserved until the provider reports them ended)",
+    )
     commands.add_parser("backends", help="list backends with their capabilities and prices")
     estimate = commands.add_parser(
         "estimate", help="cost plan of a training configuration, before anything runs"
     )
     estimate.add_argument("--qubits", type=int, default=4)
     estimate.add_argument("--layers", type=int, default=2)
-    estimate.add_argument("--shots", type=int, default=1000)
+    shots = estimate.add_mutually_exclusive_group()
+    shots.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
+    shots.add_argument(
+        "--exact", action="store_true", help="exact expectations (backends with an exact mode)"
+    )
     estimate.add_argument("--epochs", type=int, default=20)
     estimate.add_argument("--samples", type=int, default=120, help="training samples per epoch")
     estimate.add_argument("--batch-size", type=int, default=16)
+    estimate.add_argument(
+        "--validation-samples",
+        type=int,
+        default=0,
+        help="validation samples, each evaluated once per epoch (default 0)",
+    )
     estimate.add_argument(
         "--error-mitigation",
         choices=("on", "off", "default"),
@@ -60,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
     )
-    demo.add_argument("--budget", type=float, default=5.0, help="USD the demo may spend")
+    demo.add_argument(
+        "--budget",
+        type=float,
+        default=5.0,
+        help="USD the demo may spend: every circuit evaluation reserves its cost first",
+    )
+    demo.add_argument(
+        "--backend", help="backend to train on (default: the cheapest that fits the budget)"
+    )
     tour = commands.add_parser("tour", help="a tour of the built-in simulator")
     tour.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
     tour.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
@@ -68,11 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _init(url: str | None) -> int:
-    from quantum_db.registry import Registry, redact_url, upgrade
+def _database_url(url: str | None) -> str:
     from quantum_db.settings import Settings
 
-    target = url or Settings().resolved_database_url()
+    return url or Settings().resolved_database_url()
+
+
+def _make_database_folder(url: str | None) -> None:
+    """Create the folder of a SQLite database: only commands that write do this."""
+    from quantum_db.errors import ConfigurationError
+    from quantum_db.registry import async_database_url, sqlite_path
+
+    path = sqlite_path(async_database_url(_database_url(url)))
+    if path is None or path.parent.is_dir():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the folder {path.parent} for the database {path.name}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+
+
+async def _init(url: str | None) -> int:
+    from quantum_db.registry import Registry, redact_url, upgrade
+
+    _make_database_folder(url)
+    target = _database_url(url)
     registry = Registry(target)
     try:
         revision = await upgrade(registry)
@@ -85,7 +148,8 @@ async def _init(url: str | None) -> int:
 async def _datasets(url: str | None) -> int:
     from quantum_db import QuantumDatabase
 
-    async with QuantumDatabase(url).connect() as db:
+    # Reading never creates: a mistyped --url must not leave a new empty database behind.
+    async with QuantumDatabase(url, create=False).connect() as db:
         infos = await db.list_datasets()
     if not infos:
         print("no datasets stored")
@@ -99,50 +163,126 @@ async def _datasets(url: str | None) -> int:
     return 0
 
 
+async def _gc(url: str | None, cancel_running: bool) -> int:
+    from quantum_db import QuantumDatabase
+    from quantum_db.settings import Settings
+    from quantum_db.sweeper import sweep
+
+    # The sweep below is the one that runs (and reports); it never creates a database.
+    settings = Settings(sweep_on_connect=False)
+    async with QuantumDatabase(url, settings=settings, create=False).connect() as db:
+        summary = await sweep(
+            db.registry,
+            backends=db.backend_manager,
+            vectors=db.vector_store,
+            unknown_expiry_s=settings.unknown_job_expiry_s,
+            cancel_running=cancel_running,
+        )
+    print(f"qdb gc: {summary.describe()}")
+    return 0
+
+
+async def _health(url: str | None) -> int:
+    from quantum_db.registry import Registry, check_schema, redact_url
+    from quantum_db.settings import Settings
+
+    settings = Settings()
+    target = url or settings.resolved_database_url()
+    registry = Registry(target, create=False)
+    try:
+        revision = await check_schema(registry, upgrade_empty=False)
+    finally:
+        await registry.aclose()
+    store: str = settings.vector_store
+    if store == "pinecone":
+        from quantum_db.vectorstores.pinecone import PineconeVectorStore
+
+        async with PineconeVectorStore(settings) as vectors:
+            store = f"pinecone index {vectors.index_name or vectors.index_host} (dim {vectors.dim})"
+    print(f"{redact_url(target)}: schema at revision {revision} (up to date); vector store {store}")
+    return 0
+
+
 def _backends() -> int:
     from quantum_db.settings import Settings
 
-    from .backend_report import catalogue, describe_price
+    from .backend_report import catalogue, catalogue_lines
 
-    entries = catalogue(ionq_configured=Settings().ionq_api_key is not None)
-    print(f"{'backend':<18} {'qubits':>6}  {'modes':<12} {'status':<26} price")
-    for e in entries:
-        price = describe_price(e.price)
-        print(f"{e.name:<18} {e.max_qubits:>6}  {e.modes:<12} {e.status:<26} {price}")
+    for line in catalogue_lines(catalogue(ionq_configured=Settings().ionq_api_key is not None)):
+        print(line)
     return 0
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    from quantum_db.settings import Settings
+
     from .backend_report import estimate_lines
 
     for name in ("qubits", "layers", "shots", "epochs", "samples", "batch_size"):
         if getattr(args, name) < 1:
             print(f"qdb estimate: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
+    if args.validation_samples < 0:
+        print("qdb estimate: --validation-samples must be 0 or more", file=sys.stderr)
+        return 2
     mitigation = {"on": True, "off": False, "default": None}[args.error_mitigation]
     for line in estimate_lines(
         qubits=args.qubits,
         layers=args.layers,
-        shots=args.shots,
+        shots=None if args.exact else args.shots,
         epochs=args.epochs,
         samples=args.samples,
         batch_size=args.batch_size,
+        validation_samples=args.validation_samples,
         error_mitigation=mitigation,
+        ionq_configured=Settings().ionq_api_key is not None,
     ):
         print(line)
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .training_demo import check_demo_options, run_training_demo
+
+    # Every option is checked before a folder is made or the database opened.
+    asyncio.run(check_demo_options(budget_usd=args.budget, backend=args.backend))
+    _make_database_folder(args.url)
+    result = asyncio.run(run_training_demo(args.url, budget_usd=args.budget, backend=args.backend))
+    if result.test_accuracy is None:
+        print(
+            f"qdb demo: stopped by the budget after spending ${result.cost_usd:.4f} "
+            f"of ${result.budget_usd:g}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0 if result.test_accuracy >= 0.9 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        for package in ("backends", "quantum_db", "quantum_ml"):
+            logging.getLogger(package).setLevel(logging.DEBUG)
     try:
         return _dispatch(args)
     except QuantumDBError as exc:
-        print(f"qdb {args.command}: {exc}", file=sys.stderr)
-        return 1
+        # One line for the user; the traceback is for whoever debugs (--debug).
+        if args.debug:
+            traceback.print_exc()
+        print(f"qdb {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qdb {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `qdb estimate | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -154,11 +294,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_init(args.url))
     if args.command == "datasets":
         return asyncio.run(_datasets(args.url))
+    if args.command == "health":
+        return asyncio.run(_health(args.url))
+    if args.command == "gc":
+        return asyncio.run(_gc(args.url, args.cancel_running))
     if args.command == "demo":
-        from .training_demo import run_training_demo
-
-        result = asyncio.run(run_training_demo(args.url, budget_usd=args.budget))
-        return 0 if result.test_accuracy >= 0.9 else 1
+        return _demo(args)
     if args.command == "tour":
         if not 2 <= args.qubits <= 20 or not 1 <= args.layers <= 10:
             print("qdb tour: --qubits must be 2..20 and --layers 1..10", file=sys.stderr)

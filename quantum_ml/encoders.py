@@ -10,8 +10,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from backends.circuit import Circuit
-from backends.errors import QuantumDBError
 from backends.parameters import Parameter
+
+from .errors import EncodingError
 
 __all__ = [
     "EncoderKind",
@@ -27,10 +28,6 @@ ScalingKind = Literal["minmax", "standard", "none"]
 _ENCODERS = ("angle", "amplitude")
 _SCALINGS = ("minmax", "standard", "none")
 _STATS = ("feature_min", "feature_max", "feature_mean", "feature_std")
-
-
-class EncodingError(QuantumDBError, ValueError):
-    """Data, a contract or settings that an encoder cannot use."""
 
 
 def _as_matrix(X: ArrayLike, what: str = "X") -> NDArray[np.float64]:

@@ -13,10 +13,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from backends.base import Backend, as_parameter_values
 from backends.circuit import Circuit
-from backends.errors import ParameterValueError, QuantumDBError
+from backends.errors import ParameterValueError
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.parameters import Parameter
 from backends.simulator import SimulatorBackend
+
+from .errors import GradientError, GradientMethodError
 
 __all__ = [
     "GradientError",
@@ -31,14 +33,6 @@ GradientMethod = Literal["parameter-shift", "adjoint", "spsa", "finite-diff"]
 _METHODS: tuple[str, ...] = get_args(GradientMethod)
 
 Array = NDArray[np.float64]
-
-
-class GradientError(QuantumDBError):
-    """Root of the errors raised while computing gradients of circuits."""
-
-
-class GradientMethodError(GradientError, ValueError):
-    """An unknown gradient method, or a method the backend or run mode cannot support."""
 
 
 # --------------------------------------------------------------------------- shift rules

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from backends.errors import QuantumDBError
-
 from .encoders import QuantumDataEncoder
+from .errors import HPOError
 from .models import Entanglement, QuantumModel, Readout
 from .trainer import QuantumTrainer, TrainingConfig, TrainingError
 
@@ -59,10 +58,6 @@ _METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 _MODES = ("min", "max")
 _ENTANGLEMENTS = ("linear", "circular", "full")
 _READOUTS = ("expectation", "probabilities")
-
-
-class HPOError(QuantumDBError, ValueError):
-    """A search space, strategy or setting the hyperparameter search cannot use."""
 
 
 @dataclass(frozen=True, slots=True)

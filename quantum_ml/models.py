@@ -10,10 +10,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from backends.circuit import Circuit
-from backends.errors import QuantumDBError
 from backends.parameters import Parameter
 
 from .encoders import EncoderKind, QuantumDataEncoder, amplitude_state, state_preparation_circuit
+from .errors import ModelError
 
 if TYPE_CHECKING:
     from backends.base import Backend
@@ -28,10 +28,6 @@ _ROTATIONS = ("rx", "ry", "rz")
 _KIND = "quantum_ml.QuantumModel"
 #: Probabilities readout measures all 2**n diagonal Z strings; keep that small.
 MAX_PROBABILITY_QUBITS = 10
-
-
-class ModelError(QuantumDBError, ValueError):
-    """A model that cannot be built, frozen, or rebuilt as asked."""
 
 
 def entangling_pairs(n_qubits: int, entanglement: Entanglement) -> list[tuple[int, int]]:
@@ -217,8 +213,18 @@ class QuantumModel:
         return out
 
     # ------------------------------------------------------------------ running
-    async def forward(self, backend: Backend, X: ArrayLike) -> NDArray[np.float64]:
+    async def forward(
+        self,
+        backend: Backend,
+        X: ArrayLike,
+        *,
+        shots: int | None = None,
+        seed: int | None = None,
+    ) -> NDArray[np.float64]:
         """Readout (then the head, if any) for a batch ``X`` of samples, ``[B, out]``.
+
+        ``shots`` (with ``seed``) estimates the expectations from samples, as a backend
+        without an exact mode (an IonQ QPU) needs.
 
         With an :attr:`encoder`, ``X`` holds raw features and is transformed first; without
         one, ``X`` holds the angles (angle encoding) or the amplitudes to pad and normalize.
@@ -235,7 +241,9 @@ class QuantumModel:
             values = np.hstack(
                 [angles, np.broadcast_to(self.weights, (len(angles), self.num_weights))]
             )
-            result = await backend.run(self.circuit, values, self.observables)
+            result = await backend.run(
+                self.circuit, values, self.observables, shots=shots, seed=seed
+            )
             assert result.expectations is not None
             readout = np.asarray(result.expectations, dtype=np.float64)
         else:
@@ -248,7 +256,11 @@ class QuantumModel:
             for state in states:
                 prep = state_preparation_circuit(state, self.n_qubits)
                 result = await backend.run(
-                    self._build(False, prep), self.weights[None, :], self.observables
+                    self._build(False, prep),
+                    self.weights[None, :],
+                    self.observables,
+                    shots=shots,
+                    seed=seed,
                 )
                 assert result.expectations is not None
                 rows.append(np.asarray(result.expectations, dtype=np.float64)[0])

@@ -16,15 +16,11 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from backends.errors import QuantumDBError
+from .errors import OptimizerError
 
 __all__ = ["SGD", "SPSA", "Adam", "Optimizer", "OptimizerError", "optimizer_from_state"]
 
 Array = NDArray[np.float64]
-
-
-class OptimizerError(QuantumDBError, ValueError):
-    """Bad optimizer settings, a gradient of the wrong shape, or a state that does not fit."""
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:

@@ -10,26 +10,29 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torch.autograd.function import once_differentiable
 
 from backends.base import Backend
 from backends.circuit import Circuit
-from backends.errors import QuantumDBError
+from backends.errors import MissingDependencyError
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.simulator import SimulatorBackend
 
+from .errors import TorchLayerError
 from .gradients import QuantumGradientComputer
+
+try:
+    import torch
+    from torch.autograd.function import once_differentiable
+except ImportError as exc:  # the whole module is the torch bridge: say how to get torch
+    raise MissingDependencyError(
+        f"TorchQuantumLayer needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 
 __all__ = ["TorchLayerError", "TorchQuantumLayer"]
 
 _T = TypeVar("_T")
 Array = NDArray[np.float64]
-
-
-class TorchLayerError(QuantumDBError, ValueError):
-    """A bad argument to :class:`TorchQuantumLayer` (inputs, weights, or configuration)."""
 
 
 # --------------------------------------------------------------------------- portal

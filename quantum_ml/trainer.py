@@ -20,13 +20,13 @@ draw from a checkpointed generator, and nothing depends on the wall clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from backends.accounting import Budget
-from backends.errors import BudgetExceededError, QuantumDBError
+from backends.accounting import Accounting, Budget
+from backends.errors import BudgetExceededError
 from backends.simulator import SimulatorBackend
 
+from .billing import BilledCall
 from .encoders import amplitude_state, state_preparation_circuit
+from .errors import TrainingError
 from .gradients import QuantumGradientComputer, _occurrences, shift_rule
 from .models import QuantumModel
 from .optimizers import SGD, SPSA, Adam, Optimizer, optimizer_from_state
@@ -66,10 +68,6 @@ FORCE_PROGRESS_ENV = "QDB_FORCE_PROGRESS"
 
 #: Called after every step (``global_step``, ``loss``); may be a coroutine function.
 StepCallback = Callable[[int, float], "Awaitable[None] | None"]
-
-
-class TrainingError(QuantumDBError, ValueError):
-    """Bad training settings, or a model, loader or checkpoint the trainer cannot use."""
 
 
 def _math_settings(config: TrainingConfig) -> dict[str, Any]:
@@ -310,6 +308,8 @@ class QuantumTrainer:
         self._owns_backend = backend is None
         self.backend: Backend = backend if backend is not None else SimulatorBackend()
         self.on_step = on_step
+        #: The run being fitted (job records of its circuits name it).
+        self._run_id: str | None = None
         method = config.gradient_method
         if method is None:
             if isinstance(self.backend, SimulatorBackend) and config.shots is None:
@@ -421,6 +421,17 @@ class QuantumTrainer:
             )
         return float(total)
 
+    def _forward_cost(self, model: QuantumModel, X: Array) -> float:
+        """Estimated USD price of the evaluations :meth:`QuantumModel.forward` submits."""
+        return float(
+            sum(
+                self.backend.estimate_run_cost(
+                    circuit, self.config.shots, model.observables, batch_size=len(values)
+                )
+                for circuit, values, _ in self._plan(model, X)
+            )
+        )
+
     async def _expectations_and_jacobian(
         self,
         model: QuantumModel,
@@ -479,15 +490,55 @@ class QuantumTrainer:
             parts += [(dz.T @ readout).ravel(), dz.sum(axis=0)]
         return loss, np.concatenate(parts), _correct(self.config.loss, z, y)
 
+    def _billed(
+        self,
+        accounting: Accounting,
+        budget: Budget,
+        cost: float,
+        model: QuantumModel,
+        batch_size: int,
+        kind: str,
+    ) -> BilledCall:
+        """The books of one batch's circuits on this trainer's backend."""
+        return BilledCall(
+            accounting,
+            budget,
+            cost,
+            backend=self.backend.name,
+            circuit_hash=model.circuit.content_hash(),
+            batch_size=batch_size,
+            shots=self.config.shots,
+            run_id=self._run_id,
+            kind=kind,
+        )
+
     async def evaluate(
         self, model: QuantumModel, loader: MLDataLoader, epoch: int = 0
     ) -> tuple[float, float | None]:
-        """Mean loss and accuracy (``None`` for regression) over one pass of ``loader``."""
+        """Mean loss and accuracy (``None`` for regression) over one pass of ``loader``.
+
+        With ``budget_usd`` set, each batch reserves its estimated cost before it is sent
+        (:class:`BudgetExceededError` when it does not fit); with ``shots``, expectations
+        are estimated from seeded samples.
+        """
         await loader.load()
+        c = self.config
+        budget = None if c.budget_usd is None else Budget(float(c.budget_usd), c.budget_name)
+        accounting = self.db.backend_manager.accounting
         total, count, correct = 0.0, 0, 0
         classify = True
-        for X, y in loader.iter_epoch(epoch):
-            z = await model.forward(self.backend, X)
+        for index, (X, y) in enumerate(loader.iter_epoch(epoch)):
+            seed = None
+            if c.shots is not None:
+                seed = int(np.random.default_rng((c.seed, epoch, index)).integers(2**62))
+            cost = self._forward_cost(model, X) if budget is not None else 0.0
+            billed: contextlib.AbstractAsyncContextManager[object] = (
+                self._billed(accounting, budget, cost, model, len(X), "eval")
+                if budget is not None and cost > 0
+                else contextlib.nullcontext()
+            )
+            async with billed:
+                z = await model.forward(self.backend, X, shots=c.shots, seed=seed)
             with np.errstate(over="ignore", invalid="ignore"):
                 loss, _ = loss_and_grad(self.config.loss, z, y)
             total += loss * len(X)
@@ -554,6 +605,7 @@ class QuantumTrainer:
             raise TrainingError("the training loader yields no batches")
 
         run_id = run_id or f"train-{c.seed}-{train_loader.name}"
+        self._run_id = run_id
         optimizer = self._make_optimizer()
         rng = np.random.default_rng(c.seed)
         history = History()
@@ -720,11 +772,11 @@ class QuantumTrainer:
                         return
                     plan = self._plan(model, X)
                     cost = self._step_cost(model, plan)
-                    job_id: str | None = None
+                    call: BilledCall | None = None
                     if budget is not None and cost > 0:
-                        job_id = f"train-{uuid.uuid4().hex}"
+                        call = self._billed(accounting, budget, cost, model, len(X), "train")
                         try:
-                            await accounting.reserve(budget, job_id, cost)
+                            await call.open()
                         except BudgetExceededError as exc:
                             await stop(
                                 "budget",
@@ -738,12 +790,12 @@ class QuantumTrainer:
                         loss, grad, right = await self._loss_and_gradient(
                             model, X, y, step_seed, pert, plan
                         )
-                    except BaseException:
-                        if job_id is not None:
-                            await accounting.release(job_id)
+                    except BaseException as exc:
+                        if call is not None:
+                            await call.close(exc)
                         raise
-                    if job_id is not None:
-                        await accounting.settle(job_id, cost)
+                    if call is not None:
+                        await call.close()
                     progress["cost"] += cost
                     history.cost_usd += cost
                     if bar is not None:
@@ -793,7 +845,12 @@ class QuantumTrainer:
             finally:
                 if bar is not None:
                     bar.close()
-            await self._end_epoch(model, val_loader, run_id, progress, history)
+            try:
+                await self._end_epoch(model, val_loader, run_id, progress, history)
+            except BudgetExceededError as exc:
+                # Nothing of the epoch's end is recorded yet: a resume redoes the validation.
+                await stop("budget", f"stopped by the budget at the end of epoch {epoch}: {exc}")
+                return
             await checkpoint()
 
     async def _end_epoch(

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from backends import Budget
+from backends import Backend, Budget, UnknownBackendError
+from backends.errors import BudgetExceededError, InvalidBudgetError
 from quantum_db import QuantumDatabase
+from quantum_db.errors import ModelNotFoundError
+from quantum_db.settings import Settings
 
 from .encoders import QuantumDataEncoder
 from .models import QuantumModel
 from .trainer import QuantumTrainer, TrainingConfig
 
-__all__ = ["DemoResult", "run_training_demo", "two_moons"]
+__all__ = [
+    "DEMO_SHOTS",
+    "MODEL_NAME",
+    "DemoResult",
+    "check_demo_options",
+    "offered_backends",
+    "run_training_demo",
+    "two_moons",
+]
+
+#: Shots per circuit when the chosen backend has no exact mode (an IonQ QPU): below
+#: IonQ's 500-shot threshold, so error mitigation stays off and a job costs its minimum.
+DEMO_SHOTS = 100
+MODEL_NAME = "moons-classifier"
+_QUBITS, _LAYERS = 4, 3
+_OUTCOMES = {
+    "": "all epochs done",
+    "budget": "stopped by the budget",
+    "early_stopping": "stopped early",
+}
 
 
 def two_moons(
@@ -35,19 +59,92 @@ def two_moons(
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
-    test_accuracy: float
-    model_version: int
+    """What a demo run did; ``test_accuracy`` and ``model_version`` are ``None`` when the
+    budget stopped it before a model could be evaluated and registered."""
+
+    test_accuracy: float | None
+    model_version: int | None
     run_id: str
     backend: str
     seconds: float
+    cost_usd: float
+    budget_usd: float
+    stop_reason: str | None
+
+
+async def offered_backends(settings: Settings | None = None) -> tuple[str, ...]:
+    """The backend names a connection made with ``settings`` registers, found without
+    opening (or creating) any database."""
+    from quantum_db.database import default_backend_manager
+
+    probe = default_backend_manager(settings if settings is not None else Settings())
+    try:
+        return probe.names()
+    finally:
+        await probe.aclose()
+
+
+async def check_demo_options(
+    *, budget_usd: float, backend: str | None = None, settings: Settings | None = None
+) -> None:
+    """Refuse bad options before anything is written: a budget that is not a finite
+    amount >= 0 (:class:`InvalidBudgetError`), a backend name a connection does not offer
+    (:class:`UnknownBackendError`, listing the names that exist)."""
+    if (
+        isinstance(budget_usd, bool)
+        or not isinstance(budget_usd, int | float)
+        or not math.isfinite(budget_usd)
+        or budget_usd < 0
+    ):
+        raise InvalidBudgetError(
+            f"the budget must be a finite number of USD >= 0, got {budget_usd!r}"
+        )
+    if backend is None:
+        return
+    names = await offered_backends(settings)
+    if backend not in names:
+        from quantum_db.database import IONQ_TARGETS
+
+        hint = " (IonQ backends need IONQ_API_KEY)" if backend in IONQ_TARGETS else ""
+        raise UnknownBackendError(
+            f"no backend named {backend!r}{hint}; this installation offers: {', '.join(names)}"
+        )
+
+
+async def _registered(db: QuantumDatabase, run_id: str) -> tuple[float | None, int | None]:
+    """Test accuracy and version of the model ``run_id`` registered, if it did: a run that
+    finished before is reported, not registered again."""
+    try:
+        latest = await db.models.get(MODEL_NAME)
+    except ModelNotFoundError:
+        return None, None
+    accuracy = latest.metrics.get("test_accuracy")
+    if latest.provenance.get("run_id") != run_id or accuracy is None:
+        return None, None
+    return float(accuracy), latest.version
 
 
 async def run_training_demo(
-    url: str | None = None, *, budget_usd: float = 5.0, verbose: bool = True
+    url: str | None = None,
+    *,
+    budget_usd: float = 5.0,
+    backend: str | None = None,
+    verbose: bool = True,
 ) -> DemoResult:
-    """Two moons -> database -> backend chosen under a budget -> trained, registered model."""
+    """Two moons -> database -> backend (``backend``, or the one chosen under the budget)
+    -> trained, registered model.
+
+    Every circuit evaluation of the training (gradients and validation passes) and the
+    final test pass reserves its estimated cost against a budget of ``budget_usd`` before
+    it is sent, so the run stops at the budget instead of exceeding it. Options are
+    checked before the database is opened. Run again on the same database, the demo
+    finds the same dataset version and its finished run, and trains nothing twice.
+    """
     start = time.perf_counter()
     say = print if verbose else (lambda *_: None)
+    await check_demo_options(budget_usd=budget_usd, backend=backend)
+    # Each invocation has a budget of its own: a named budget keeps one limit for good.
+    budget = Budget(usd=float(budget_usd), name=f"qdb-demo-{uuid.uuid4().hex[:12]}")
     X, y = two_moons()
     X = np.hstack([X, X])  # each coordinate angle-encoded on two qubits: a richer feature map
     async with QuantumDatabase(url).connect() as db:
@@ -60,21 +157,42 @@ async def run_training_demo(
             encoding={"scaling": "minmax"},
         )
         say(
-            f"stored dataset {info.name!r} v{info.version}: {info.n_samples} samples, "
+            f"dataset {info.name!r} v{info.version}: {info.n_samples} samples, "
             f"splits {info.splits['counts']}"
         )
         encoder = QuantumDataEncoder.from_contract(info.encoding)
-        model = QuantumModel(4, 3, task="classification", n_outputs=2, seed=1, encoder=encoder)
-        budget = Budget(usd=budget_usd, name="qdb-demo")
-        selection = db.backend_manager.explain(
-            4, depth=model.circuit.depth(), budget=budget, circuit=model.circuit
+        model = QuantumModel(
+            _QUBITS, _LAYERS, task="classification", n_outputs=2, seed=1, encoder=encoder
         )
-        say(selection.explain())
-        backend = db.backend_manager.get(selection.chosen.name)
+        manager = db.backend_manager
+        if backend is None:
+            selection = manager.explain(
+                _QUBITS, depth=model.circuit.depth(), budget=budget, circuit=model.circuit
+            )
+            say(selection.explain())
+            backend = selection.chosen.name
+        else:
+            say(f"backend {backend} (chosen with --backend)")
+        chosen: Backend = manager.get(backend)
+        shots = None if chosen.capabilities.supports_exact else DEMO_SHOTS
         config = TrainingConfig(
-            learning_rate=0.05, epochs=30, checkpoint_every=20, seed=0, patience=8, min_delta=1e-3
+            learning_rate=0.05,
+            epochs=30,
+            checkpoint_every=20,
+            seed=0,
+            patience=8,
+            min_delta=1e-3,
+            shots=shots,
+            budget_usd=budget.usd,
+            budget_name=budget.name,
         )
-        trainer = QuantumTrainer(config, db, backend)
+        steps_now = 0
+
+        def count(step: int, loss: float) -> None:
+            nonlocal steps_now
+            steps_now += 1
+
+        trainer = QuantumTrainer(config, db, chosen, on_step=count)
         train = db.create_ml_data_loader(
             "moons", batch_size=16, seed=0, split="train", version=info.version
         )
@@ -84,26 +202,48 @@ async def run_training_demo(
         test = db.create_ml_data_loader(
             "moons", batch_size=64, shuffle=False, split="test", version=info.version
         )
-        run_id = f"moons-demo-v{info.version}"
+        run_id = f"moons-demo-v{info.version}-{backend}"
         history = await trainer.fit(model, train, val, run_id=run_id)
-        _, test_accuracy = await trainer.evaluate(model, test)
-        assert test_accuracy is not None
-        version = await db.models.register(
-            "moons-classifier",
-            model,
-            metrics={"test_accuracy": test_accuracy, **history.final},
-            provenance={"run_id": run_id, "dataset": f"moons v{info.version}"},
-        )
+        test_accuracy, version = await _registered(db, run_id)
+        if version is None and history.stop_reason != "budget":
+            try:
+                _, test_accuracy = await trainer.evaluate(model, test)
+            except BudgetExceededError as exc:
+                history.stop_reason = "budget"
+                say(f"the test pass does not fit the budget: {exc}")
+        if version is None and test_accuracy is not None:
+            registered = await db.models.register(
+                MODEL_NAME,
+                model,
+                metrics={"test_accuracy": test_accuracy, **history.final},
+                provenance={"run_id": run_id, "dataset": f"moons v{info.version}"},
+            )
+            version = registered.version
+        spent = await manager.accounting.exposure(budget)
         checkpoints = await db.checkpoints.list(run_id)
     for epoch, loss, acc in zip(
         history.epochs, history.train_loss, history.val_accuracy, strict=True
     ):
         say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
     elapsed = time.perf_counter() - start
+    outcome = _OUTCOMES.get(history.stop_reason or "", history.stop_reason)
     say(
-        f"run {run_id}: {history.stop_reason or 'all epochs done'} after {history.steps} steps; "
-        f"{len(checkpoints)} checkpoints kept; metrics logged every step"
+        f"run {run_id}: {outcome} after {history.steps} steps "
+        f"({steps_now} in this call); {len(checkpoints)} checkpoints kept; metrics every step"
     )
-    say(f"registered model 'moons-classifier' v{version.version}")
-    say(f"test accuracy: {test_accuracy:.3f}  ({elapsed:.1f} s)")
-    return DemoResult(test_accuracy, version.version, run_id, selection.chosen.name, elapsed)
+    say(f"spent ${spent:.4f} of the ${budget.usd:g} budget on {backend}")
+    if version is None:
+        say("stopped by the budget: no model registered (a larger --budget resumes the run)")
+    else:
+        say(f"model {MODEL_NAME!r} v{version} (from run {run_id})")
+        say(f"test accuracy: {test_accuracy:.3f}  ({elapsed:.1f} s)")
+    return DemoResult(
+        test_accuracy,
+        version,
+        run_id,
+        backend,
+        elapsed,
+        spent,
+        budget.usd,
+        history.stop_reason,
+    )

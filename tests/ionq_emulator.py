@@ -25,10 +25,14 @@ model, or a QPU target, answers the frequencies of ``shots`` seeded samples (a n
 model also mixes in depolarizing noise scaled by the gate counts). QPU jobs are billed
 at IonQ's published formula.
 
-Faults: ``fail_next`` (HTTP status with an optional ``Retry-After``), ``disconnect_next``,
-``fail_jobs`` (jobs that end ``failed`` with a message), ``slow_jobs`` (time spent
-``submitted`` then ``started``), ``hang_jobs`` (jobs that never finish). Every request is
-logged (method, API path, query, status, parsed body) so tests can assert what was sent.
+Faults: ``fail_next`` (HTTP status with an optional ``Retry-After``, answered before the
+request is acted on or, with ``after_serving=True``, after it was: a job created and then
+a 500), ``disconnect_next``, ``refuse_connections`` / ``accept_connections`` (the port
+held but not listening: connections are refused and nothing is sent), ``fail_jobs``
+(jobs that end ``failed`` with a message), ``slow_jobs`` (time spent ``submitted`` then
+``started``), ``hang_jobs`` (jobs that never finish). Every request is logged (method,
+API path, query, the status the client saw, parsed body) so tests can assert what was
+sent.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import datetime
 import json
 import math
 import re
+import socket
 import threading
 import time
 import uuid
@@ -160,6 +165,8 @@ class _Fault:
     retry_after: float | None
     #: Seconds to wait before serving the request normally (status is then ignored).
     delay: float | None = None
+    #: Serve the request (create the job, ...), then answer ``status`` instead.
+    after_serving: bool = False
 
 
 class _ApiError(Exception):
@@ -194,12 +201,16 @@ class IonQEmulator:
         self._hangs = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._holder: socket.socket | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Self:
+    def start(self, port: int = 0) -> Self:
+        """Serve on ``port`` (default: an ephemeral one)."""
         handler = type("Handler", (_Handler,), {"emulator": self})
-        server = _Server(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", port), handler)
+        self._port = server.server_address[1]
         # Join request threads on close, so that a stopped emulator leaves none behind.
         server.daemon_threads = False
         server.block_on_close = True
@@ -214,6 +225,9 @@ class IonQEmulator:
         return self
 
     def stop(self) -> None:
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
         if self._server is None or self._thread is None:
             return
         self._server.shutdown()
@@ -253,15 +267,20 @@ class IonQEmulator:
         method: str | None = None,
         path: str | None = None,
         retry_after: float | None = None,
+        after_serving: bool = False,
     ) -> None:
         """Answer the next ``count`` matching requests with ``status``.
 
         ``path`` is a regular expression matched against the whole API path
-        (``/jobs``, ``/jobs/[^/]+``, ...); ``method`` narrows it further.
+        (``/jobs``, ``/jobs/[^/]+``, ...); ``method`` narrows it further. The request is
+        not acted on (a gateway's 429 or 503), unless ``after_serving``: then it is served
+        first (a ``POST /jobs`` creates its job) and the answer replaced by ``status``.
         """
         pattern = re.compile(path) if path is not None else None
         with self._lock:
-            self._faults.append(_Fault(status, count, method, pattern, retry_after))
+            self._faults.append(
+                _Fault(status, count, method, pattern, retry_after, after_serving=after_serving)
+            )
 
     def disconnect_next(
         self, count: int = 1, *, method: str | None = None, path: str | None = None
@@ -270,6 +289,24 @@ class IonQEmulator:
         pattern = re.compile(path) if path is not None else None
         with self._lock:
             self._faults.append(_Fault(None, count, method, pattern, None))
+
+    def refuse_connections(self) -> None:
+        """Stop serving but hold the port, unlistened: connections are refused, so nothing
+        is sent, until :meth:`accept_connections` serves on the same port again."""
+        port = self._port
+        self.stop()
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))  # bound, never listening: SYNs are answered RST
+        self._holder = holder
+
+    def accept_connections(self) -> None:
+        """Serve again on the port :meth:`refuse_connections` held (no-op if serving)."""
+        if self._holder is None:
+            return
+        self._holder.close()
+        self._holder = None
+        self.start(self._port)
 
     def delay_next(
         self, seconds: float, count: int = 1, *, method: str | None = None, path: str | None = None
@@ -800,7 +837,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return  # nothing is written: the client sees the connection drop
         try:
-            if fault is not None:
+            if fault is not None and not fault.after_serving:
                 assert fault.status is not None
                 raise _ApiError(fault.status, f"injected fault {fault.status}")
             if not versioned:
@@ -814,6 +851,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 200, self._route(method, path, query, body)
             if method == "POST" and path == "/jobs":
                 status = 201
+            if fault is not None and fault.after_serving:
+                assert fault.status is not None
+                raise _ApiError(fault.status, f"injected fault {fault.status} after serving")
         except _ApiError as exc:
             status, payload = exc.status, exc.body()
         emulator._record(LoggedRequest(method, path, query, status, body))

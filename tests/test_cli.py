@@ -35,6 +35,20 @@ def test_init_then_datasets(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert re.search(r"quantum_db\.sqlite: schema at revision \w+", out.stdout)
     assert qdb("datasets", cwd=tmp_path).stdout.strip() == "no datasets stored"
+    health = qdb("health", cwd=tmp_path)
+    assert health.returncode == 0, health.stderr
+    assert re.search(r"quantum_db\.sqlite: schema at revision \w+ \(up to date\)", health.stdout)
+
+
+def test_read_commands_create_nothing(tmp_path: Path) -> None:
+    for command in ("datasets", "health"):
+        out = qdb(command, cwd=tmp_path)
+        assert out.returncode == 2
+        assert out.stderr == (
+            f"qdb {command}: no database at {tmp_path / 'quantum_db.sqlite'}; run `qdb init` "
+            "(or `qdb init --url URL`) to create it\n"
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_datasets_lists_what_is_stored(tmp_path: Path) -> None:
@@ -48,18 +62,20 @@ async def test_datasets_lists_what_is_stored(tmp_path: Path) -> None:
 
 def test_bad_url_is_a_clear_error(tmp_path: Path) -> None:
     out = qdb("init", "--url", "mysql://nobody@nowhere/db", cwd=tmp_path)
-    assert out.returncode == 1
-    assert "unsupported database 'mysql'" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.startswith("qdb init: unsupported database 'mysql'")
+    assert len(out.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_backends_lists_capabilities_and_prices(tmp_path: Path) -> None:
     out = qdb("backends", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert re.search(
-        r"ionq qpu\.aria-1\s+25\s+shots\s+needs IONQ_API_KEY\s+\$12\.4166/job", out.stdout
+        r"^ionq-aria\s+25\s+shots\s+needs IONQ_API_KEY\s+\$12\.4166/job", out.stdout, flags=re.M
     )
-    assert re.search(r"ionq qpu\.forte-1\s+36", out.stdout)
-    assert re.search(r"ionq simulator\s+29\s+exact\+shots", out.stdout)
+    assert re.search(r"^ionq-forte\s+36", out.stdout, flags=re.M)
+    assert re.search(r"^ionq-simulator\s+29\s+exact\+shots", out.stdout, flags=re.M)
     assert re.search(r"^simulator\s+\d+\s+exact\+shots\s+ready", out.stdout, flags=re.M)
     keyed = qdb("backends", cwd=tmp_path, env={"IONQ_API_KEY": "not-a-real-key-123"})
     assert "ready (IONQ_API_KEY set)" in keyed.stdout
@@ -87,10 +103,10 @@ def test_estimate_matches_the_formula(tmp_path: Path) -> None:
     # 4 qubits, 2 layers: 4 encoding + 24 rotations = 28 one-qubit gates, 2 x 3 CNOTs.
     per_job = 12.4166 + 0.000220 * 28 * 100 + 0.000975 * 6 * 100
     jobs = 2 * 10 * (2 * 24 + 1)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("ionq qpu.aria-1"))
+    line = next(x for x in out.stdout.splitlines() if x.startswith("ionq-aria "))
     assert f"{jobs:,} jobs of 100 shots at ${per_job:,.4f} each: ${jobs * per_job:,.2f}" in line
     mitigated = qdb("estimate", "--shots", "1000", cwd=tmp_path)
-    line = next(x for x in mitigated.stdout.splitlines() if x.startswith("ionq qpu.aria-1"))
+    line = next(x for x in mitigated.stdout.splitlines() if x.startswith("ionq-aria "))
     per_job = 97.50 + 0.000220 * 28 * 1000 + 0.000975 * 6 * 1000
     assert f"${per_job:,.4f} each" in line
     bad = qdb("estimate", "--epochs", "0", cwd=tmp_path)

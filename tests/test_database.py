@@ -78,7 +78,7 @@ async def test_versions_and_regression_targets(db: QuantumDatabase) -> None:
 async def test_splits_are_seeded_and_stratified(db: QuantumDatabase) -> None:
     data, labels = blobs(n=300)
     a = await db.store_training_data("s", data, labels, split_seed=4)
-    b = await db.store_training_data("s", data, labels, split_seed=4)
+    b = await db.store_training_data("s", data, labels, split_seed=4, new_version=True)
     c = await db.store_training_data("s", data, labels, split_seed=5)
     da, db_, dc = [await db.get_dataset("s", v) for v in (1, 2, 3)]
     assert a.splits["counts"] == {"train": 240, "validation": 30, "test": 30}
@@ -281,7 +281,9 @@ async def test_closes_on_cancellation(database_url: str) -> None:
 
 async def test_concurrent_writers_get_distinct_versions(db: QuantumDatabase) -> None:
     data, labels = blobs(n=40)
-    infos = await asyncio.gather(*(db.store_training_data("c", data, labels) for _ in range(4)))
+    infos = await asyncio.gather(
+        *(db.store_training_data("c", data, labels, new_version=True) for _ in range(4))
+    )
     assert sorted(i.version for i in infos) == [1, 2, 3, 4]
 
 

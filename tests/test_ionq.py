@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
 import sys
 import warnings
@@ -33,6 +34,7 @@ from backends import (
     TooManyQubitsError,
     TransientBackendError,
 )
+from backends.errors import SubmissionUnknownError
 from backends.ionq import IonQBackend
 from backends.simulator.plan import compile_plan
 from backends.simulator.statevector import evolve, probabilities
@@ -308,11 +310,60 @@ async def test_a_server_error_on_submission_is_not_retried(
     emulator: IonQEmulator, driver: str
 ) -> None:
     # A 500 may come after the job was created: retrying could run (and bill) it twice.
-    emulator.fail_next(500, 1, method="POST", path="/jobs")
+    emulator.fail_next(500, 1, method="POST", path="/jobs", after_serving=True)
     async with make(emulator, driver) as ionq:
-        with pytest.raises(TransientBackendError, match="500"):
+        with pytest.raises(SubmissionUnknownError, match="500") as caught:
+            await ionq.run(bell(), shots=10)
+    assert not isinstance(caught.value, TransientBackendError)
+    assert "not resubmitted" in str(caught.value)
+    assert len(emulator.calls("POST", "/jobs")) == 1
+    assert len(emulator.jobs) == 1
+
+
+async def test_a_dropped_submission_is_not_retried(emulator: IonQEmulator, driver: str) -> None:
+    # The connection was made and dropped: the POST may have reached IonQ.
+    emulator.disconnect_next(method="POST", path="/jobs")
+    async with make(emulator, driver) as ionq:
+        with pytest.raises(SubmissionUnknownError, match="may have created the job"):
             await ionq.run(bell(), shots=10)
     assert len(emulator.calls("POST", "/jobs")) == 1
+
+
+async def test_unavailable_submissions_are_retried(emulator: IonQEmulator, driver: str) -> None:
+    emulator.fail_next(503, 2, method="POST", path="/jobs")
+    async with make(emulator, driver) as ionq:
+        result = await ionq.run(bell(), shots=20, seed=1)
+    assert result.counts is not None
+    assert [r.status for r in emulator.calls("POST", "/jobs")] == [503, 503, 201]
+    assert list(emulator.jobs) == result.metadata["provider_job_ids"]
+
+
+async def test_every_retry_is_logged_with_backend_operation_attempt_and_delay(
+    emulator: IonQEmulator, driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="backends.retry")
+    emulator.fail_next(429, 2, method="POST", path="/jobs", retry_after=0.04)
+    emulator.fail_next(503, 1, method="GET", path="/jobs/[^/]+")
+    async with make(emulator, driver, max_retries=3) as ionq:
+        await ionq.run(bell(), shots=20, seed=1)
+    pattern = re.compile(
+        r"ionq-simulator (?P<op>\w+): attempt (?P<n>\d) of 4 failed "
+        r"\(RemoteCallError: IonQ answered (?P<status>\d+).*\); retrying in (?P<delay>[\d.]+) s"
+    )
+    seen = []
+    for record in caplog.records:
+        if record.name == "backends.retry":
+            match = pattern.fullmatch(record.getMessage())
+            assert match is not None, record.getMessage()
+            seen.append((match["op"], int(match["n"]), match["status"], float(match["delay"])))
+    # retry_backoff_s=0.005 doubles per attempt; qiskit-ionq passes IonQ's Retry-After
+    # (0.04 s) on, cirq-ionq hides it (its client reports only the reason phrase).
+    submit_delays = [0.04, 0.04] if driver == "qiskit" else [0.005, 0.01]
+    assert seen == [
+        ("submit", 1, "429", submit_delays[0]),
+        ("submit", 2, "429", submit_delays[1]),
+        ("status", 1, "503", 0.005),
+    ]
 
 
 async def test_an_unreachable_api_is_unavailable(driver: str) -> None:
@@ -415,20 +466,71 @@ async def test_jobs_in_flight_stay_under_the_concurrency_limit(emulator: IonQEmu
 async def test_a_wrong_key_is_a_credentials_error(emulator: IonQEmulator, driver: str) -> None:
     wrong = "sk-wrong-0000-1111"
     async with make(emulator, driver, api_key=wrong) as ionq:
-        with pytest.raises(CredentialsError, match="IONQ_API_KEY") as caught:
+        with pytest.raises(CredentialsError, match="IONQ_API_KEY or QDB_IONQ_API_KEY") as caught:
             await ionq.run(bell(), shots=10)
     assert wrong not in str(caught.value)
     assert [r.status for r in emulator.calls("POST", "/jobs")] == [401]
 
 
+@pytest.fixture
+def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("IONQ_API_KEY", "QDB_IONQ_API_KEY", "QDB_IONQ_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
 async def test_a_missing_key_is_refused_before_anything_is_sent(
-    emulator: IonQEmulator, driver: str
+    emulator: IonQEmulator, driver: str, no_key_in_env: pytest.MonkeyPatch
 ) -> None:
     async with make(emulator, driver, api_key=None) as ionq:
         assert ionq.estimate_cost(bell(), 100) == 0.0  # pricing needs no key
-        with pytest.raises(CredentialsError, match="IONQ_API_KEY"):
+        with pytest.raises(CredentialsError) as caught:
             await ionq.run(bell(), shots=10)
+    # It names exactly the places that were looked at.
+    assert "set IONQ_API_KEY or QDB_IONQ_API_KEY, or pass api_key=" in str(caught.value)
     assert emulator.requests == []
+
+
+@pytest.mark.parametrize("variable", ["IONQ_API_KEY", "QDB_IONQ_API_KEY"])
+async def test_a_standalone_backend_reads_its_key_and_url_from_the_environment(
+    emulator: IonQEmulator,
+    driver: str,
+    variable: str,
+    no_key_in_env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    no_key_in_env.setenv(variable, f"  {KEY}\n")  # as pasted, with a newline
+    no_key_in_env.setenv("QDB_IONQ_API_URL", emulator.url)
+    ionq = IonQBackend("simulator", driver, poll_interval_s=0.005)  # type: ignore[arg-type]
+    assert ionq.api_url == emulator.url
+    async with ionq:
+        result = await ionq.run(bell(), shots=20, seed=1)
+    assert result.counts is not None and sum(result.counts[0].values()) == 20
+    assert [r.status for r in emulator.calls("POST", "/jobs")] == [201]  # the key was right
+    assert KEY not in repr(ionq) + repr(vars(ionq)) + caplog.text
+
+
+def test_the_key_passed_wins_over_the_environment(
+    emulator: IonQEmulator, no_key_in_env: pytest.MonkeyPatch
+) -> None:
+    no_key_in_env.setenv("IONQ_API_KEY", "from-the-environment")
+    no_key_in_env.setenv("QDB_IONQ_API_URL", "http://127.0.0.1:9/v0.4")
+    ionq = IonQBackend("simulator", api_key=KEY, api_url=emulator.url)
+    assert ionq._api_key is not None and ionq._api_key.get_secret_value() == KEY
+    assert ionq.api_url == emulator.url
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n  "])
+def test_an_empty_key_is_refused_at_construction(
+    blank: str, no_key_in_env: pytest.MonkeyPatch
+) -> None:
+    for key in (blank, SecretStr(blank)):
+        with pytest.raises(CredentialsError, match="empty or only whitespace"):
+            IonQBackend("simulator", api_key=key)
+    no_key_in_env.setenv("IONQ_API_KEY", blank)
+    with pytest.raises(CredentialsError, match="QDB_IONQ_API_KEY or IONQ_API_KEY"):
+        IonQBackend("simulator")
 
 
 async def test_the_key_appears_in_no_log_repr_or_error(

@@ -1,21 +1,32 @@
-"""The BackendManager with the real IonQ clients against the loopback IonQ emulator."""
+"""The BackendManager with the real IonQ clients against the loopback IonQ emulator.
+
+What a paid job needs from the service boundary: a submission is never repeated when
+IonQ may have created the job (its reservation is kept instead), retries happen in one
+layer only, and the budget ledger agrees with what the emulator billed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from backends import (
     BackendManager,
+    BackendUnavailableError,
     Budget,
     BudgetExceededError,
     Circuit,
     RunResult,
     SimulatorBackend,
+    TransientBackendError,
 )
+from backends.errors import SubmissionUnknownError
 from backends.ionq import IonQBackend
 from quantum_db.accounting import SqlAccounting
 from quantum_db.registry import Registry, upgrade
@@ -23,30 +34,236 @@ from quantum_db.registry import Registry, upgrade
 from .ionq_emulator import IonQEmulator
 
 API_KEY = "manager-test-key"
+DRIVERS = ["qiskit", "cirq"]
 
 
-def aria(emulator: IonQEmulator, **options: object) -> IonQBackend:
-    return IonQBackend(
-        "qpu.aria-1",
-        "qiskit",
-        api_key=API_KEY,
-        api_url=emulator.url,
-        poll_interval_s=0.005,
-        max_poll_interval_s=0.02,
-        retry_backoff_s=0.01,
-        job_timeout_s=60.0,
-        request_timeout_s=30.0,
-        seed=3,
-        error_mitigation=False,
-        **options,  # type: ignore[arg-type]
-    )
+def aria(emulator: IonQEmulator, driver: str = "qiskit", **options: object) -> IonQBackend:
+    settings: dict[str, object] = {
+        "api_key": API_KEY,
+        "api_url": emulator.url,
+        "poll_interval_s": 0.005,
+        "max_poll_interval_s": 0.02,
+        "retry_backoff_s": 0.01,
+        "job_timeout_s": 60.0,
+        "request_timeout_s": 30.0,
+        "seed": 3,
+        "error_mitigation": False,
+    }
+    settings.update(options)
+    return IonQBackend("qpu.aria-1", driver, **settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def emulator() -> object:
+def emulator() -> Iterator[IonQEmulator]:
     emu = IonQEmulator(API_KEY).start()
     yield emu
     emu.stop()
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def accounting(tmp_path: Path) -> AsyncIterator[SqlAccounting]:
+    """The ledger on a real SQLite registry file, migrated to the current schema."""
+    registry = Registry(f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite'}")
+    await upgrade(registry)
+    yield SqlAccounting(registry)
+    await registry.aclose()
+
+
+async def ledger(accounting: SqlAccounting) -> list[tuple[str, float]]:
+    """Every ledger row as (kind, amount), oldest first."""
+    async with accounting._registry.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT kind, amount_usd FROM budget_ledger ORDER BY id"))
+        return [(str(kind), float(amount)) for kind, amount in rows.all()]
+
+
+BELL = Circuit(2).h(0).cx(0, 1).measure_all()
+#: One Aria job of BELL at 100 shots, unmitigated: 1 one-qubit and 1 two-qubit gate.
+BELL_COST = 12.4166 + 0.000220 * 1 * 100 + 0.000975 * 1 * 100
+
+
+async def test_a_500_on_submission_is_not_resubmitted_and_keeps_its_reservation(
+    emulator: IonQEmulator, driver: str, accounting: SqlAccounting
+) -> None:
+    # IonQ created the job, then answered 500: a second POST would run and bill it twice.
+    emulator.fail_next(500, method="POST", path="/jobs", after_serving=True)
+    backend = aria(emulator, driver)
+    manager = BackendManager(
+        {"aria": backend, "simulator": SimulatorBackend()}, accounting=accounting
+    )
+    budget = Budget(usd=100.0, name="submission-unknown")
+    with pytest.raises(SubmissionUnknownError, match="may have created the job") as caught:
+        await manager.run(BELL, shots=100, backend="aria", budget=budget)
+    assert not isinstance(caught.value, TransientBackendError)
+    assert "reservation is kept" in str(caught.value)
+    # Exactly one job exists at IonQ, from exactly one POST, and nothing else was asked.
+    assert [r.status for r in emulator.calls("POST", "/jobs")] == [500]
+    assert len(emulator.jobs) == 1
+    assert emulator.calls("GET", "/jobs/[^/]+") == []
+    # The reservation is open exactly once: no release, no charge, until a sweep settles it.
+    assert await ledger(accounting) == [("reservation", pytest.approx(BELL_COST))]
+    assert await accounting.open_reservations(budget) == 1
+    assert await accounting.exposure(budget) == pytest.approx(BELL_COST)
+    # The job is on record as unknown with the error; the simulator fallback was not used.
+    (job,) = await accounting.jobs()
+    assert (job.backend, job.status) == ("aria", "unknown")
+    assert job.error is not None and job.error.startswith("SubmissionUnknownError: ")
+    await manager.aclose()
+
+
+async def test_a_job_that_ran_at_ionq_but_failed_here_is_charged_not_released(
+    emulator: IonQEmulator, driver: str, accounting: SqlAccounting
+) -> None:
+    # IonQ runs (and bills) the job, then every results fetch fails: the run fails here,
+    # but releasing the reservation would let the budget be spent twice over.
+    emulator.fail_next(500, count=50, method="GET", path=r"/jobs/[^/]+/results.*")
+    backend = aria(emulator, driver, max_retries=1)
+    manager = BackendManager(
+        {"aria": backend, "simulator": SimulatorBackend()}, accounting=accounting
+    )
+    budget = Budget(usd=100.0, name="reached-then-failed")
+    with pytest.raises(TransientBackendError):
+        await manager.run(BELL, shots=100, backend="aria", budget=budget)
+    (job_id,) = emulator.jobs
+    billed = emulator.jobs[job_id].cost
+    assert billed == pytest.approx(BELL_COST)
+    # Settled once, at what IonQ billed: reservation, release, charge.
+    assert await ledger(accounting) == [
+        ("reservation", pytest.approx(BELL_COST)),
+        ("release", pytest.approx(-BELL_COST)),
+        ("charge", pytest.approx(billed)),
+    ]
+    assert await accounting.open_reservations(budget) == 0
+    (job,) = await accounting.jobs()
+    assert (job.status, job.provider_job_ids) == ("failed", [job_id])
+    assert job.actual_cost == pytest.approx(billed)
+    await manager.aclose()
+
+
+async def test_a_failed_job_ionq_cannot_describe_keeps_its_reservation(
+    emulator: IonQEmulator, accounting: SqlAccounting
+) -> None:
+    # Results and the job's own record both fail: nobody can say what IonQ will bill, so
+    # the reservation stays for the owner's sweep instead of being released.
+    emulator.fail_next(500, count=50, method="GET", path=r"/jobs/[^/]+/results.*")
+    emulator.fail_next(500, count=50, method="GET", path=r"/jobs/[^/]+/cost")
+    backend = aria(emulator, max_retries=1)
+    manager = BackendManager({"aria": backend}, accounting=accounting, fallback=None)
+    budget = Budget(usd=100.0, name="reached-unknown-bill")
+    with pytest.raises(TransientBackendError):
+        await manager.run(BELL, shots=100, backend="aria", budget=budget)
+    assert len(emulator.jobs) == 1
+    assert await ledger(accounting) == [("reservation", pytest.approx(BELL_COST))]
+    (job,) = await accounting.jobs()
+    assert job.status == "failed" and job.error is not None
+    assert "reservation is kept" in job.error
+    await manager.aclose()
+
+
+async def test_a_submission_that_times_out_is_unknown_and_its_late_job_cancelled(
+    emulator: IonQEmulator, driver: str, accounting: SqlAccounting
+) -> None:
+    # The POST outlives the request timeout: IonQ may still create the job.
+    emulator.delay_next(1.5, method="POST", path="/jobs")
+    backend = aria(emulator, driver, request_timeout_s=0.3)
+    manager = BackendManager({"aria": backend}, accounting=accounting, fallback=None)
+    budget = Budget(usd=100.0, name="submission-timeout")
+    with pytest.raises(SubmissionUnknownError, match=r"no answer within 0\.3 s"):
+        await manager.run(BELL, shots=100, backend="aria", budget=budget)
+    for _ in range(4000):  # the job's id arrives late, and it is cancelled then
+        if emulator.cancelled_ids():
+            break
+        await asyncio.sleep(0.005)
+    assert emulator.cancelled_ids() == list(emulator.jobs) == list(backend.provider_job_ids)
+    assert len(emulator.calls("POST", "/jobs")) == 1
+    assert await ledger(accounting) == [("reservation", pytest.approx(BELL_COST))]
+    (job,) = await accounting.jobs()
+    assert job.status == "unknown"
+    await manager.aclose()
+
+
+class _AcceptOnFirstRetry(logging.Handler):
+    """Lets the emulator accept connections again as soon as the first retry is logged,
+    so the refused attempt and the one that succeeds follow from events, not timing."""
+
+    def __init__(self, emulator: IonQEmulator) -> None:
+        super().__init__(logging.WARNING)
+        self.emulator = emulator
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if len(self.messages) == 1:
+            self.emulator.accept_connections()
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "refused"])
+async def test_a_submission_ionq_cannot_have_created_is_resubmitted_once(
+    emulator: IonQEmulator, driver: str, accounting: SqlAccounting, fault: str
+) -> None:
+    backend = aria(emulator, driver)
+    manager = BackendManager({"aria": backend}, accounting=accounting, fallback=None)
+    await backend.fetch_cost_estimate(BELL, 100)  # sets the client up while IonQ is there
+    emulator.clear_log()
+    handler = _AcceptOnFirstRetry(emulator)
+    retry_log = logging.getLogger("backends.retry")
+    retry_log.addHandler(handler)
+    try:
+        if fault == "refused":
+            emulator.refuse_connections()
+        else:
+            emulator.fail_next(int(fault), method="POST", path="/jobs")
+        budget = Budget(usd=100.0, name=f"resubmitted-{fault}")
+        result = await manager.run(BELL, shots=100, backend="aria", budget=budget)
+    finally:
+        retry_log.removeHandler(handler)
+    assert result.counts is not None and sum(result.counts[0].values()) == 100
+    # A refused connection never reaches the emulator's log; the answered ones do.
+    statuses = [r.status for r in emulator.calls("POST", "/jobs")]
+    assert statuses == ([201] if fault == "refused" else [int(fault), 201])
+    (job_id,) = result.metadata["provider_job_ids"]
+    assert list(emulator.jobs) == [job_id]
+    (message,) = handler.messages
+    assert message.startswith(f"{backend.name} submit: attempt 1 of 5 failed")
+    # Reserved, then settled exactly once at what IonQ billed.
+    billed = emulator.jobs[job_id].cost
+    assert billed == pytest.approx(BELL_COST)
+    assert await ledger(accounting) == [
+        ("reservation", pytest.approx(BELL_COST)),
+        ("release", pytest.approx(-BELL_COST)),
+        ("charge", pytest.approx(billed)),
+    ]
+    assert await accounting.open_reservations(budget) == 0
+    await manager.aclose()
+
+
+async def test_retries_do_not_stack_through_the_manager(
+    emulator: IonQEmulator, driver: str
+) -> None:
+    # IonQ's backend retries its own calls: the manager must not retry it again.
+    emulator.fail_next(503, 1000, method="GET", path="/jobs/[^/]+")
+    backend = IonQBackend(
+        "simulator",
+        driver,  # type: ignore[arg-type]
+        api_key=API_KEY,
+        api_url=emulator.url,
+        poll_interval_s=0.005,
+        retry_backoff_s=0.001,
+        max_retries=2,
+    )
+    manager = BackendManager({"ionq": backend, "simulator": SimulatorBackend()})
+    with pytest.raises(TransientBackendError, match="503") as caught:
+        await manager.run(BELL, shots=10, backend="ionq")
+    assert not isinstance(caught.value, BackendUnavailableError)  # hence no fallback
+    assert len(emulator.calls("GET", "/jobs/[^/]+")) == 2 + 1  # max_retries + 1, in all
+    assert len(emulator.calls("POST", "/jobs")) == 1
+    (job_id,) = backend.provider_job_ids
+    assert emulator.cancelled_ids() == [job_id]  # the job it could not follow is cancelled
+    await manager.aclose()
 
 
 async def test_200_concurrent_qpu_jobs_against_a_budget_for_50(

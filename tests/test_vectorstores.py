@@ -676,6 +676,48 @@ async def test_pinecone_by_host_and_from_settings(
         assert store.index_host == emulator.host_of("vs-dotproduct")
 
 
+async def test_pinecone_built_on_its_own_reads_the_environment(
+    emulator: PineconeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigurationError) as missing:
+        PineconeVectorStore()
+    assert "set PINECONE_API_KEY or QDB_PINECONE_API_KEY" in str(missing.value)
+    for blank in ("", "  \t"):
+        monkeypatch.setenv("PINECONE_API_KEY", blank)
+        with pytest.raises(ConfigurationError, match=r"PINECONE_API_KEY.*empty or only whitespace"):
+            PineconeVectorStore()
+    monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
+    with pytest.raises(ConfigurationError, match="QDB_PINECONE_INDEX"):
+        PineconeVectorStore()
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", emulator.url)
+    monkeypatch.setenv("QDB_PINECONE_INDEX", "vs-cosine")
+    async with PineconeVectorStore() as store:
+        assert (store.metric, store.dim) == ("cosine", DIM)
+        await store.upsert([VectorRecord("a", np.ones(DIM))])
+        assert API_KEY not in repr(store)
+    assert emulator.stored("vs-cosine")["a"][0] == [1.0] * DIM
+    # The prefixed name wins over the client's own, as documented.
+    monkeypatch.setenv("QDB_PINECONE_API_KEY", "not-the-key")
+    with pytest.raises(ConfigurationError, match="refused the API key"):
+        async with PineconeVectorStore():
+            pass
+
+
+async def test_pinecone_retries_are_logged_by_the_shared_policy(
+    emulator: PineconeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="backends.retry")
+    async with pinecone_store(emulator, index_name="vs-cosine") as store:
+        emulator.fail_next(429, count=2, path="/query", retry_after=0.002)
+        await store.query(np.ones(DIM), top_k=1)
+    attempts = [r.getMessage() for r in caplog.records if r.name == "backends.retry"]
+    assert len(attempts) == 2
+    assert attempts[0].startswith("pinecone query: attempt 1 of 4 failed")
+    assert attempts[1].startswith("pinecone query: attempt 2 of 4 failed")
+    # Retry-After (2 ms) is above our backoff (1 ms, then 2 ms) but under its cap (10 ms).
+    assert attempts[0].endswith("retrying in 0.002 s")
+
+
 async def test_pinecone_configuration_errors(
     emulator: PineconeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import SecretStr
 
-from ..base import Backend, Capabilities, RunRequest, RunResult
+from ..base import Backend, Capabilities, ProviderJob, ProviderJobStatus, RunRequest, RunResult
 from ..circuit import Circuit
 from ..errors import (
     BackendError,
@@ -23,6 +24,7 @@ from ..errors import (
     ShotsError,
 )
 from ..observables import ObservableLike, as_observables
+from ..settings import IONQ_KEY_VARIABLES, IonQSettings
 from ..simulator.statevector import pauli_terms
 from .driver import INSTALL_HINT, Driver, JobSpec
 from .jobs import JobPolicy, JobRunner
@@ -34,7 +36,14 @@ from .results import (
     parity_expectations,
     sample_counts,
 )
-from .targets import DEFAULT_API_URL, NOISE_MODELS, TARGETS, IonQTarget, normalize_api_url
+from .targets import (
+    BACKEND_NAMES,
+    DEFAULT_API_URL,
+    NOISE_MODELS,
+    TARGETS,
+    IonQTarget,
+    normalize_api_url,
+)
 from .translate import NATIVE_GATES, DriverName, group_terms, job_circuit, lower
 
 __all__ = ["IonQBackend"]
@@ -68,19 +77,25 @@ class IonQBackend(Backend):
     flight. Jobs are polled with exponential backoff from ``poll_interval_s``; one
     without a result after ``job_timeout_s`` is cancelled and raises
     :class:`JobTimeoutError`, and cancelling the awaiting task cancels the remote jobs.
-    429s, 5xxs and lost connections are retried ``max_retries`` times (a job submission
-    only when IonQ cannot have created it: 429, 503 or no connection), then raise
-    :class:`TransientBackendError` (or :class:`BackendUnavailableError` when IonQ could
-    not be reached at all).
+    429s, 5xxs and lost connections are retried ``max_retries`` times under one
+    :class:`~backends.retry.RetryPolicy`, then raise :class:`TransientBackendError` (or
+    :class:`BackendUnavailableError` when IonQ could not be reached at all). The backend
+    retries its own calls (``supports_own_retries``), so a BackendManager does not
+    retry it again. A job submission is repeated only when IonQ cannot have created the
+    job (a 429, a 503, no connection); any other failed submission raises
+    :class:`SubmissionUnknownError` and is not repeated, since it could be billed twice.
 
     The ideal simulator returns exact probabilities, so it offers exact expectations and
     counts are sampled from them with a seeded generator; QPUs and noisy simulation
     return measured frequencies, which are used as counts.
 
-    ``api_key`` is kept as a :class:`pydantic.SecretStr` and appears in no repr, log or
-    message. Without one the backend still validates and prices jobs (cost planning
-    needs no account); running one raises :class:`CredentialsError` before anything is
-    sent.
+    Without ``api_key`` the key is read from ``QDB_IONQ_API_KEY`` or ``IONQ_API_KEY``,
+    without ``api_url`` the API root from ``QDB_IONQ_API_URL`` (default IonQ's public
+    API), when the backend is built. The key is kept as a :class:`pydantic.SecretStr`
+    and appears in no repr, log or message; an empty or blank one raises
+    :class:`CredentialsError` at once. Without any key the backend still validates and
+    prices jobs (cost planning needs no account); running one raises
+    :class:`CredentialsError` before anything is sent.
     """
 
     def __init__(
@@ -90,7 +105,7 @@ class IonQBackend(Backend):
         noise_model: str | None = None,
         *,
         api_key: str | SecretStr | None = None,
-        api_url: str = DEFAULT_API_URL,
+        api_url: str | None = None,
         job_timeout_s: float = 3600.0,
         poll_interval_s: float = 1.0,
         max_poll_interval_s: float = 30.0,
@@ -127,7 +142,15 @@ class IonQBackend(Backend):
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
         )
-        self._api_key = _as_secret(api_key)
+        environment = IonQSettings.from_environment() if None in (api_key, api_url) else None
+        if api_key is not None:
+            self._api_key = _as_secret(api_key, "api_key")
+        else:
+            assert environment is not None
+            self._api_key = _as_secret(environment.api_key, " or ".join(IONQ_KEY_VARIABLES))
+        if api_url is None:
+            assert environment is not None
+            api_url = environment.api_url or DEFAULT_API_URL
         module, distribution = _SDKS[driver]
         if importlib.util.find_spec(module) is None:
             raise MissingDependencyError(
@@ -138,7 +161,7 @@ class IonQBackend(Backend):
         self.noise_model = noise_model
         self.error_mitigation = error_mitigation
         self.api_url = normalize_api_url(api_url)
-        self.name = f"ionq-{target}"
+        self.name = BACKEND_NAMES[target]
         #: Rough typical queue wait in seconds, read by the BackendManager when ranking.
         self.typical_queue_s: float = spec.typical_queue_s
         #: Rough two-qubit gate fidelity, read by the BackendManager when ranking.
@@ -168,6 +191,10 @@ class IonQBackend(Backend):
     def provider_job_ids(self) -> tuple[str, ...]:
         """Every IonQ job id this backend has created, oldest first (failed ones included)."""
         return self._runner.job_ids
+
+    def supports_own_retries(self) -> bool:
+        """True: every IonQ call is retried by the backend's JobRunner, and only there."""
+        return True
 
     def _mitigation(self, shots: int) -> bool:
         return self.target.price.mitigation_on(shots, self.error_mitigation)
@@ -379,9 +406,8 @@ class IonQBackend(Backend):
                 load_sdk()
                 timeout = self.policy.request_timeout_s
                 try:
-                    self._driver = await asyncio.wait_for(
-                        self._runner.in_thread(self._make_driver), timeout
-                    )
+                    async with asyncio.timeout(timeout):  # not wait_for: see JobRunner
+                        self._driver = await self._runner.in_thread(self._make_driver)
                 except TimeoutError as exc:
                     raise BackendUnavailableError(
                         f"{self.name}: setting up the {self.driver_name} client took longer "
@@ -400,6 +426,35 @@ class IonQBackend(Backend):
 
         return CirqDriver(key, self.api_url, self.target.name)
 
+    # ------------------------------------------------------------------ lookup
+    def supports_job_lookup(self) -> bool:
+        return True
+
+    async def lookup_job(self, provider_job_id: str) -> ProviderJob:
+        """IonQ's status of the job (``GET /jobs/{id}``) and its billed cost
+        (``GET /jobs/{id}/cost``: ``cost`` once billed; ``None`` before)."""
+        driver = await self._ready()
+        state = await self._runner.call(
+            driver.status, provider_job_id, idempotent=True, operation="status"
+        )
+        status = _PROVIDER_STATUS.get(state.status)
+        if status is None:
+            raise BackendError(
+                f"IonQ reports job {provider_job_id} as {state.status!r}, a status this "
+                "backend does not know"
+            )
+        cost: float | None = None
+        if status in ("completed", "failed", "cancelled"):
+            data = await self._runner.call(
+                driver.cost, provider_job_id, idempotent=True, operation="cost"
+            )
+            cost = _billed_cost(data)
+        return ProviderJob(id=state.id or provider_job_id, status=status, cost_usd=cost)
+
+    async def cancel_job(self, provider_job_id: str) -> None:
+        driver = await self._ready()
+        await self._runner.call(driver.cancel, provider_job_id, idempotent=True, operation="cancel")
+
     async def aclose(self) -> None:
         self._closed = True
         self._runner.close()
@@ -412,17 +467,25 @@ class IonQBackend(Backend):
         )
 
 
-_NO_KEY = "no IonQ API key: set IONQ_API_KEY in the settings or pass api_key= to IonQBackend"
+_NO_KEY = "no IonQ API key: set IONQ_API_KEY or QDB_IONQ_API_KEY, or pass api_key="
 
 
-def _as_secret(api_key: str | SecretStr | None) -> SecretStr | None:
+def _as_secret(api_key: str | SecretStr | None, source: str) -> SecretStr | None:
+    """The key, stripped (a pasted key often ends in a newline); a blank one is refused."""
     if api_key is None:
         return None
     if isinstance(api_key, SecretStr):
         api_key = api_key.get_secret_value()
     if not isinstance(api_key, str):
-        raise CredentialsError(f"api_key must be a string or a SecretStr; {_NO_KEY}")
-    return SecretStr(api_key.strip()) if api_key.strip() else None
+        raise CredentialsError(
+            f"api_key must be a string or a SecretStr, got {type(api_key).__name__}; {_NO_KEY}"
+        )
+    if not api_key.strip():
+        raise CredentialsError(
+            f"the IonQ API key given by {source} is empty or only whitespace; "
+            "set IONQ_API_KEY or QDB_IONQ_API_KEY to your key, or pass api_key="
+        )
+    return SecretStr(api_key.strip())
 
 
 def _fidelity(target: IonQTarget, noise_model: str | None) -> float:
@@ -432,6 +495,36 @@ def _fidelity(target: IonQTarget, noise_model: str | None) -> float:
     family = f"qpu.{noise_model.split('-')[0]}-"
     qpu = next((t for t in TARGETS.values() if t.name.startswith(family)), None)
     return qpu.fidelity if qpu is not None else 0.97
+
+
+#: IonQ's job statuses (v0.4, and v0.3's spellings) as the backend contract names them.
+_PROVIDER_STATUS: dict[str, ProviderJobStatus] = {
+    "submitted": "queued",
+    "ready": "queued",
+    "queued": "queued",
+    "started": "running",
+    "running": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "canceled": "cancelled",
+    "cancelled": "cancelled",
+    "deleted": "cancelled",
+}
+
+
+def _billed_cost(data: object) -> float | None:
+    """The USD amount of ``GET /jobs/{id}/cost``'s ``cost`` (absent until IonQ bills)."""
+    if not isinstance(data, dict):
+        return None
+    cost = data.get("cost")
+    value = cost.get("value") if isinstance(cost, dict) else cost
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = float(value)
+    except ValueError:
+        return None
+    return amount if math.isfinite(amount) and amount >= 0 else None
 
 
 def _noise_seed(seed: int, binding: int, group: int) -> int:

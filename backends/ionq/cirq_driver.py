@@ -94,6 +94,19 @@ class CirqDriver:
         with _translated(f"cancelling job {job_id}", self._reachable):
             self._client.cancel_job(job_id)
 
+    def cost(self, job_id: str) -> object:
+        import requests
+
+        client = self._client
+        # cirq-ionq has no call for it: a request through the client's own error handling.
+        with _translated(f"reading the cost of job {job_id}", self._reachable):
+            response = client._make_request(
+                lambda: requests.get(f"{client.url}/jobs/{job_id}/cost", headers=client.headers),
+                {},
+            )
+            result: object = response.json()
+        return result
+
     def estimate(
         self,
         target: str,
@@ -138,7 +151,7 @@ def _translated(action: str, reachable: Callable[[], bool]) -> Iterator[None]:
         text = f"IonQ answered {status} while {action}: {str(exc)[:500]}"
         if status in (401, 403):
             raise CredentialsError(
-                f"{text}; check the IonQ API key (IONQ_API_KEY, or api_key=)"
+                f"{text}; check the IonQ API key (IONQ_API_KEY or QDB_IONQ_API_KEY, or api_key=)"
             ) from exc
         if status is not None and (status in (408, 409, 425, 429) or status >= 500):
             raise RemoteCallError(text, status=status, sent=True) from exc

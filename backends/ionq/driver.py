@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from ..circuit import Circuit
-from ..errors import MissingDependencyError, TransientBackendError
+from ..errors import MissingDependencyError, RemoteCallError
 
 __all__ = [
     "INSTALL_HINT",
@@ -80,28 +80,6 @@ def job_state(job_id: str, data: object) -> JobState:
     return JobState(str(data.get("id", job_id)), str(data.get("status", "unknown")), message, url)
 
 
-class RemoteCallError(TransientBackendError):
-    """A call that failed in a way worth retrying: 429, a 5xx, a timeout, a lost connection.
-
-    ``status`` is the HTTP status (None when no answer came back); ``sent`` is False
-    when no connection was made (nothing reached IonQ), True when the request may have
-    been acted on, None when the client does not say.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        sent: bool | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-        self.sent = sent
-
-
 def retry_after_seconds(headers: Any) -> float | None:
     """The ``Retry-After`` header in seconds (a number or an HTTP date), if any."""
     value = headers.get("Retry-After") if headers is not None else None
@@ -165,6 +143,10 @@ class Driver(Protocol):
 
     def cancel(self, job_id: str) -> None:
         """Ask IonQ to cancel the job."""
+
+    def cost(self, job_id: str) -> object:
+        """``GET /jobs/{id}/cost``: ``{"estimated_cost": {...}, "cost": {"value", "unit"}}``
+        (``cost`` once IonQ has billed the job)."""
 
     def estimate(
         self,

@@ -11,14 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..accounting import report_provider_job
 from ..circuit import Circuit
 from ..errors import (
     BackendError,
     BackendUnavailableError,
     JobFailedError,
     JobTimeoutError,
-    TransientBackendError,
+    SubmissionUnknownError,
 )
+from ..retry import RetryPolicy, retry_async
 from .driver import Driver, JobSpec, JobState, RemoteCallError
 from .results import Distribution, parse_distribution
 
@@ -62,21 +64,35 @@ class JobPolicy:
             raise BackendError(
                 "max_concurrent_jobs must be >= 1, max_retries and retry_backoff_s >= 0"
             )
+        _ = self.retry  # built here, so that a bad retry setting fails at construction
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The one retry policy of every remote call: ``max_retries`` repeats, doubling
+        from ``retry_backoff_s``, never waiting longer than ``max_poll_interval_s``."""
+        return RetryPolicy(
+            attempts=self.max_retries + 1,
+            base_delay_s=min(self.retry_backoff_s, self.max_poll_interval_s),
+            max_delay_s=self.max_poll_interval_s,
+        )
 
 
 class JobRunner:
     """Runs jobs through a :class:`~backends.ionq.driver.Driver` in a private thread pool.
 
-    Every blocking client call runs under ``request_timeout_s``. Calls that may be
-    repeated are retried with exponential backoff (``Retry-After`` honoured); a job
-    submission only when IonQ cannot have created the job (a 429, a 503, no connection),
-    since a repeated ``POST /jobs`` would run, and bill, it twice. A job is cancelled at
-    IonQ when it times out or when the task awaiting it is cancelled, even mid-submission.
+    Every blocking client call runs under ``request_timeout_s`` and under the policy's
+    :func:`~backends.retry.retry_async`: calls that may be repeated (status, results,
+    cancel, estimate) on any :class:`RemoteCallError`; a job submission only when IonQ
+    cannot have created the job (a 429, a 503, no connection), since a repeated
+    ``POST /jobs`` would run, and bill, it twice. Any other failed submission raises
+    :class:`SubmissionUnknownError`. A job is cancelled at IonQ when it times out or
+    when the task awaiting it is cancelled, even mid-submission.
     """
 
     def __init__(self, name: str, policy: JobPolicy) -> None:
         self.name = name
         self.policy = policy
+        self._retry = policy.retry
         self._executor: ThreadPoolExecutor | None = None
         self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._job_ids: collections.deque[str] = collections.deque(maxlen=100_000)
@@ -122,37 +138,52 @@ class JobRunner:
             # Shielded: a cancelled task still gets its remote job cancelled.
             await asyncio.shield(self._cancel(driver, job_id))
             raise
-        data = await self.call(driver.probabilities, state, idempotent=True)
+        data = await self.call(driver.probabilities, state, idempotent=True, operation="results")
         return parse_distribution(data, circuit.num_qubits, job_id)
 
     async def _submit(self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]) -> str:
         def record(job_id: str) -> str:
             ids.append(job_id)
             self._job_ids.append(job_id)
+            report_provider_job(job_id)  # into the job's record now, before it ends
             logger.debug("IonQ job %s created on %s (%s)", job_id, spec.target, spec.name)
             return job_id
 
         timeout = self.policy.request_timeout_s
-        for attempt in range(self.policy.max_retries + 1):
+
+        async def once() -> str:
             call = self.in_thread(driver.submit, circuit, spec)
             try:
-                return record(await asyncio.wait_for(asyncio.shield(call), timeout))
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that arrives as the call completes.
+                async with asyncio.timeout(timeout):
+                    job_id = await asyncio.shield(call)
+                return record(job_id)
             except asyncio.CancelledError:
                 # The POST may still create the job: cancel it as soon as its id arrives.
                 call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
                 raise
             except TimeoutError as exc:
                 call.add_done_callback(lambda f: self._cancel_late(driver, f, record))
-                raise TransientBackendError(
-                    f"{self.name}: no answer to a job submission within {timeout:g} s (if the "
-                    "job was created after all, it is cancelled)"
+                raise SubmissionUnknownError(
+                    _unknown(self.name, f"no answer within {timeout:g} s", late_cancel=True)
                 ) from exc
-            except RemoteCallError as exc:
-                safe = exc.status in (429, 503) or exc.sent is False
-                if not safe or attempt == self.policy.max_retries:
-                    raise _final(self.name, exc) from exc
-                await self._backoff(attempt, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return await retry_async(
+                once,
+                policy=self._retry,
+                service=self.name,
+                operation="submit",
+                retryable=_never_created,
+            )
+        except RemoteCallError as exc:
+            if _never_created(exc):  # every attempt was refused before IonQ acted
+                final = _final(self.name, exc)
+                if final is exc:
+                    raise
+                raise final from exc
+            raise SubmissionUnknownError(_unknown(self.name, str(exc), late_cancel=False)) from exc
 
     def _cancel_late(
         self, driver: Driver, call: asyncio.Future[str], record: Callable[[str], str]
@@ -171,7 +202,7 @@ class JobRunner:
         deadline = loop.time() + policy.job_timeout_s
         interval = policy.poll_interval_s
         while True:
-            state = await self.call(driver.status, job_id, idempotent=True)
+            state = await self.call(driver.status, job_id, idempotent=True, operation="status")
             if state.status == "completed":
                 return state
             if state.status == "failed":
@@ -189,33 +220,44 @@ class JobRunner:
 
     async def _cancel(self, driver: Driver, job_id: str) -> None:
         try:
-            await self.call(driver.cancel, job_id, idempotent=True)
+            await self.call(driver.cancel, job_id, idempotent=True, operation="cancel")
             logger.info("cancelled IonQ job %s", job_id)
         except Exception as exc:  # best effort: the original error is what matters
             logger.warning("could not cancel IonQ job %s: %s", job_id, exc)
 
-    async def call(self, fn: Callable[..., T], *args: Any, idempotent: bool) -> T:
-        """``fn(*args)`` in the pool under ``request_timeout_s``, retried if ``idempotent``."""
-        timeout = self.policy.request_timeout_s
-        for attempt in range(self.policy.max_retries + 1):
-            try:
-                return await asyncio.wait_for(self.in_thread(fn, *args), timeout)
-            except TimeoutError:
-                error = RemoteCallError(f"{self.name}: no answer within {timeout:g} s", sent=True)
-            except RemoteCallError as exc:
-                error = exc
-            if not idempotent or attempt == self.policy.max_retries:
-                raise _final(self.name, error)
-            await self._backoff(attempt, error)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def call(
+        self, fn: Callable[..., T], *args: Any, idempotent: bool, operation: str | None = None
+    ) -> T:
+        """``fn(*args)`` in the pool under ``request_timeout_s``, retried if ``idempotent``.
 
-    async def _backoff(self, attempt: int, error: RemoteCallError) -> None:
-        delay = self.policy.retry_backoff_s * 2**attempt
-        if error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        delay = min(delay, self.policy.max_poll_interval_s)
-        logger.info("%s: %s; retrying in %.3g s", self.name, error, delay)
-        await asyncio.sleep(delay)
+        ``operation`` names the call in the retry log (default: the function's name).
+        Once the attempts are spent the last error propagates, as
+        :class:`BackendUnavailableError` when IonQ could not be reached at all.
+        """
+        timeout = self.policy.request_timeout_s
+
+        async def once() -> T:
+            try:
+                async with asyncio.timeout(timeout):  # not wait_for: see _submit
+                    return await self.in_thread(fn, *args)
+            except TimeoutError as exc:
+                raise RemoteCallError(
+                    f"{self.name}: no answer within {timeout:g} s", sent=True
+                ) from exc
+
+        try:
+            return await retry_async(
+                once,
+                policy=self._retry if idempotent else _ONCE,
+                service=self.name,
+                operation=operation or str(getattr(fn, "__name__", "call")),
+                retryable=lambda exc: isinstance(exc, RemoteCallError),
+            )
+        except RemoteCallError as exc:
+            final = _final(self.name, exc)
+            if final is exc:
+                raise
+            raise final from exc
 
     def in_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` on the runner's pool (the clients block)."""
@@ -240,6 +282,29 @@ class JobRunner:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
+#: A call that must not be repeated gets one attempt.
+_ONCE = RetryPolicy(attempts=1, base_delay_s=0.0, max_delay_s=0.0)
+
+
+def _never_created(exc: BaseException) -> bool:
+    """Whether a failed ``POST /jobs`` cannot have created the job, so it may be repeated.
+
+    A 429 and a 503 are answered before the request reaches IonQ's job service; a
+    connection that was never made sent nothing. Anything else (a 500, a timeout, a
+    dropped connection) may come after the job was created.
+    """
+    return isinstance(exc, RemoteCallError) and (exc.status in (429, 503) or exc.sent is False)
+
+
+def _unknown(name: str, what: str, *, late_cancel: bool) -> str:
+    cancel = " (it is cancelled if its id still arrives)" if late_cancel else ""
+    return (
+        f"{name}: a job submission failed ({what}), but IonQ may have created the job{cancel}; "
+        "it was not resubmitted, since a second submission could run and bill it twice; "
+        "its budget reservation is kept until the job is found at IonQ or expires"
+    )
+
+
 def _final(name: str, error: RemoteCallError) -> BackendError:
     """What a call that will not be retried raises: unreachable, or merely transient."""
     if error.status is None and error.sent is False:
@@ -248,7 +313,10 @@ def _final(name: str, error: RemoteCallError) -> BackendError:
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    error: BaseException = group
+    # A job that may exist at IonQ outweighs any sibling's failure: its reservation
+    # must be kept, so that error is the one the caller sees.
+    unknown, _ = group.split(SubmissionUnknownError)
+    error: BaseException = unknown if unknown is not None else group
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error

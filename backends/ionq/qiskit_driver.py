@@ -137,6 +137,18 @@ class QiskitDriver:
         with _translated(f"cancelling job {job_id}"):
             self._cancel(self._client, job_id)
 
+    def cost(self, job_id: str) -> object:
+        from qiskit_ionq.exceptions import IonQAPIError
+
+        # qiskit-ionq has no call for it: its plain GET, the client's headers and errors.
+        with _translated(f"reading the cost of job {job_id}"):
+            response = self._client.get_with_retry(
+                self._client.make_path("jobs", job_id, "cost"), headers=self._client.api_headers
+            )
+            IonQAPIError.raise_for_status(response)
+            result: object = response.json()
+        return result
+
     def estimate(
         self,
         target: str,
@@ -194,7 +206,9 @@ def _translated(action: str) -> Iterator[None]:
 def _from_status(action: str, status: int, message: object, headers: Any) -> BackendError:
     text = f"IonQ answered {status} while {action}: {message}"
     if status in (401, 403):
-        return CredentialsError(f"{text}; check the IonQ API key (IONQ_API_KEY, or api_key=)")
+        return CredentialsError(
+            f"{text}; check the IonQ API key (IONQ_API_KEY or QDB_IONQ_API_KEY, or api_key=)"
+        )
     if status in (408, 409, 425, 429) or status >= 500:
         return RemoteCallError(
             text, status=status, retry_after=retry_after_seconds(headers), sent=True

@@ -10,6 +10,7 @@ from ..cost import FREE, IONQ_ARIA, IONQ_FORTE, PriceModel
 from ..errors import BackendError
 
 __all__ = [
+    "BACKEND_NAMES",
     "DEFAULT_API_URL",
     "NOISE_MODELS",
     "TARGETS",
@@ -64,6 +65,15 @@ TARGETS: dict[str, IonQTarget] = {
             "qpu.forte-1", 36, 10_000, IONQ_FORTE, typical_queue_s=8 * 3600.0, fidelity=0.993
         ),
     )
+}
+
+#: The name of each target as a backend: the ``name`` of its :class:`IonQBackend`, the name
+#: a ``QuantumDatabase`` connection registers it under, the one ``qdb backends`` lists,
+#: and so the one ``BackendManager.run(backend=...)`` takes.
+BACKEND_NAMES: dict[str, str] = {
+    "simulator": "ionq-simulator",
+    "qpu.aria-1": "ionq-aria",
+    "qpu.forte-1": "ionq-forte",
 }
 
 _VERSION = re.compile(r"v\d+\.\d+")

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -16,15 +15,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backends.errors import MissingDependencyError
+from backends.retry import RetryPolicy, retry_async
 
 from ..errors import (
     ConfigurationError,
     DatabaseError,
+    PartialUpsertError,
     VectorStoreError,
     VectorStoreUnavailableError,
     VectorValidationError,
 )
-from ..settings import Settings
+from ..settings import PINECONE_KEY_VARIABLES, Settings
 from .base import (
     MAX_ID_LENGTH,
     Metric,
@@ -57,18 +58,6 @@ UPSERT_BYTES_BUDGET = 2_000_000
 FETCH_QUERY_BUDGET = 32 * 1024
 #: Statuses worth another attempt: throttling, timeouts, server-side failures.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class PartialUpsertError(VectorStoreError):
-    """Pinecone acknowledged fewer vectors than were sent; ``unconfirmed_ids`` lists them.
-
-    Upserting the unconfirmed ids again is safe (upsert overwrites by id).
-    """
-
-    def __init__(self, message: str, *, unconfirmed_ids: Sequence[str], written: int) -> None:
-        super().__init__(message)
-        self.unconfirmed_ids = tuple(unconfirmed_ids)
-        self.written = written
 
 
 def _pinecone() -> Any:
@@ -106,6 +95,26 @@ def _single_attempt(index: Any, pinecone: Any) -> None:
 def _message(exc: BaseException) -> str:
     text = getattr(exc, "message", None)
     return text if isinstance(text, str) and text else (str(exc) or type(exc).__name__)
+
+
+class _RetryableFailure(VectorStoreUnavailableError):
+    """A failure worth another attempt; ``retry_after`` is the server's wish, if any."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)  # the client parses it on a 429
+    if value is None:
+        headers = getattr(exc, "headers", None) or {}
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):  # an HTTP date: fall back to our own backoff
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _translate(exc: Exception, what: str) -> tuple[bool, DatabaseError]:
@@ -156,7 +165,7 @@ class PineconeVectorStore(VectorStore):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | None = None,
         *,
         index_name: str | None = None,
         index_host: str | None = None,
@@ -164,27 +173,34 @@ class PineconeVectorStore(VectorStore):
         retry_base_delay_s: float = 0.25,
         retry_max_delay_s: float = 8.0,
     ) -> None:
-        if settings.pinecone_api_key is None or not settings.pinecone_api_key.get_secret_value():
+        if settings is None:
+            settings = Settings()  # the environment, as the pinecone client itself reads it
+        key = settings.pinecone_api_key
+        if key is None or not key.get_secret_value().strip():
             raise ConfigurationError(
-                "the Pinecone vector store needs an API key: set PINECONE_API_KEY"
+                "the Pinecone vector store needs an API key: set "
+                + " or ".join(reversed(PINECONE_KEY_VARIABLES))
+                + " (or pass settings=Settings(pinecone_api_key=...))"
             )
         if index_name is None and index_host is None:
             index_name, index_host = settings.pinecone_index, settings.pinecone_index_host
         if not index_name and not index_host:
             raise ConfigurationError(
                 "no Pinecone index: set QDB_PINECONE_INDEX (a name) or QDB_PINECONE_INDEX_HOST "
-                "(its data-plane host)"
+                "(its data-plane host), or pass index_name= / index_host="
             )
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ConfigurationError(f"dim must be a positive int or None, got {dim!r}")
         if retry_base_delay_s < 0 or retry_max_delay_s < retry_base_delay_s:
             raise ConfigurationError("retry delays must satisfy 0 <= base <= max")
-        self._api_key = settings.pinecone_api_key  # a SecretStr: never in a repr or a log
+        self._api_key = key  # a SecretStr: never in a repr or a log
         self._controller_host = settings.pinecone_controller_host
         self._timeout_s = settings.pinecone_timeout_s
-        self._max_attempts = settings.pinecone_max_attempts
-        self._base_delay = retry_base_delay_s
-        self._max_delay = retry_max_delay_s
+        self._retry = RetryPolicy(
+            attempts=settings.pinecone_max_attempts,
+            base_delay_s=retry_base_delay_s,
+            max_delay_s=retry_max_delay_s,
+        )
         self.index_name = index_name or None
         self.index_host = index_host or None
         self._expected_dim = dim
@@ -332,35 +348,37 @@ class PineconeVectorStore(VectorStore):
     # -- retries -------------------------------------------------------------------------
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(1, self._max_attempts + 1):
+        """``operation`` under the project's retry policy, its failures typed.
+
+        429, 408, 5xx, timeouts and dropped connections are tried again (``Retry-After``
+        honoured) up to ``settings.pinecone_max_attempts`` times, then raise
+        :class:`VectorStoreUnavailableError`; anything else raises at once. The typed
+        error's ``__cause__`` is the client's own exception.
+        """
+
+        async def attempt() -> T:
             if self._closed:
                 raise VectorStoreError(f"the store was closed during {what}")
             try:
                 return await operation()
             except Exception as exc:
                 retry, error = _translate(exc, what)
-                if not retry:
-                    raise error from exc
-                if attempt == self._max_attempts:
-                    raise VectorStoreUnavailableError(
-                        f"Pinecone {what} failed {attempt} times, giving up: {error}"
-                    ) from exc
-                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
-                retry_after = getattr(exc, "retry_after", None)
-                if isinstance(retry_after, int | float) and retry_after > delay:
-                    delay = min(float(retry_after), self._max_delay)
-                # Jitter spreads the retries of many clients hit by the same outage.
-                delay *= random.uniform(0.5, 1.0)
-                logger.warning(
-                    "Pinecone %s failed (attempt %d of %d), retrying in %.3fs: %s",
-                    what,
-                    attempt,
-                    self._max_attempts,
-                    delay,
-                    error,
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                if retry:
+                    raise _RetryableFailure(str(error), _retry_after(exc)) from exc
+                raise error from exc
+
+        try:
+            return await retry_async(
+                attempt,
+                policy=self._retry,
+                service="pinecone",
+                operation=what,
+                retryable=lambda exc: isinstance(exc, _RetryableFailure),
+            )
+        except _RetryableFailure as exc:
+            raise VectorStoreUnavailableError(
+                f"Pinecone {what} failed {self._retry.attempts} times, giving up: {exc}"
+            ) from exc.__cause__
 
     # -- writing -------------------------------------------------------------------------
 

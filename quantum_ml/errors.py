@@ -1,0 +1,71 @@
+"""The exception hierarchy of the ``quantum_ml`` package.
+
+Errors caused by bad input also derive from ``ValueError``, as in ``backends``.
+
+    QuantumDBError                     root of every quantum-db error (from ``backends``)
+    └── LearningError                  root of this package
+        ├── EncodingError (ValueError)     data, a contract or settings an encoder cannot use
+        ├── ModelError (ValueError)        a model that cannot be built, frozen or rebuilt
+        ├── GradientError                  gradients of circuits cannot be computed
+        │   └── GradientMethodError (ValueError)  unknown, or not supported by the backend
+        ├── OptimizerError (ValueError)    bad optimizer settings, gradient shape or state
+        ├── TrainingError (ValueError)     bad training settings, model, loader or checkpoint
+        ├── HPOError (ValueError)          a search space or strategy the search cannot use
+        └── TorchLayerError (ValueError)   bad inputs, weights or settings of the torch layer
+
+Errors of the layers below pass through unchanged: a backend's ``BudgetExceededError``
+or a registry's ``DatasetNotFoundError`` keeps its own type.
+"""
+
+from __future__ import annotations
+
+from backends.errors import QuantumDBError
+
+__all__ = [
+    "EncodingError",
+    "GradientError",
+    "GradientMethodError",
+    "HPOError",
+    "LearningError",
+    "ModelError",
+    "OptimizerError",
+    "QuantumDBError",
+    "TorchLayerError",
+    "TrainingError",
+]
+
+
+class LearningError(QuantumDBError):
+    """Root of the errors raised by the ``quantum_ml`` package."""
+
+
+class EncodingError(LearningError, ValueError):
+    """Data, a contract or settings that an encoder cannot use."""
+
+
+class ModelError(LearningError, ValueError):
+    """A model that cannot be built, frozen, or rebuilt as asked."""
+
+
+class GradientError(LearningError):
+    """Root of the errors raised while computing gradients of circuits."""
+
+
+class GradientMethodError(GradientError, ValueError):
+    """An unknown gradient method, or a method the backend or run mode cannot support."""
+
+
+class OptimizerError(LearningError, ValueError):
+    """Bad optimizer settings, a gradient of the wrong shape, or a state that does not fit."""
+
+
+class TrainingError(LearningError, ValueError):
+    """Bad training settings, or a model, loader or checkpoint the trainer cannot use."""
+
+
+class HPOError(LearningError, ValueError):
+    """A search space, strategy or setting the hyperparameter search cannot use."""
+
+
+class TorchLayerError(LearningError, ValueError):
+    """A bad argument to :class:`~quantum_ml.torch_layer.TorchQuantumLayer`."""
