@@ -8,10 +8,7 @@ counting every circuit evaluation the trainer makes, validation passes included.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -39,28 +36,12 @@ from quantum_db.database import IONQ_TARGETS
 from quantum_ml import QuantumDataEncoder, QuantumModel, QuantumTrainer, TrainingConfig
 from quantum_ml.backend_report import CatalogueEntry, blockers, catalogue
 
+from .clitools import qdb
 from .ionq_emulator import IonQEmulator
 
-ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "names-test-key"
 NAMES = ("simulator", "aer", "ionq-simulator", "ionq-aria", "ionq-forte")
 BELL = Circuit(2).h(0).cx(0, 1).measure_all()
-
-
-def qdb(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-        check=False,
-    )
 
 
 def listed_names(stdout: str) -> list[str]:

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from quantum_db import QuantumDatabase
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def qdb(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
+from .clitools import qdb
 
 
 def test_init_then_datasets(tmp_path: Path) -> None:

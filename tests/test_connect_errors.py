@@ -7,7 +7,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,8 @@ from quantum_db.registry import Registry, async_database_url, head_revision, red
 from quantum_db.settings import Settings
 from quantum_ml.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+from .clitools import qdb
+
 PASSWORD = "s3cret-Pa55word"
 #: Nothing listens on port 1 of the loopback: the connection is refused at once.
 UNREACHABLE = f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:1/x"
@@ -80,23 +80,6 @@ def assert_one_line(err: str, command: str, *needles: str) -> None:
     for needle in needles:
         assert needle in lines[0], err
     assert "Traceback" not in err
-
-
-def qdb(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The real command line in a fresh process, as a user runs it."""
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-        timeout=120,
-    )
 
 
 # ---------------------------------------------------------------- an unreachable server

@@ -3,10 +3,7 @@ bounded by ``--budget`` on a priced IonQ QPU (tests/ionq_emulator.py)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,25 +12,8 @@ from sqlalchemy import func, select
 from quantum_db import QuantumDatabase
 from quantum_db.registry.schema import JobRow, LedgerRow
 
+from .clitools import qdb
 from .ionq_emulator import IonQEmulator
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def qdb(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quantum_ml.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize("budget", ["-1", "-0.01", "nan", "inf", "-inf"])

@@ -1,0 +1,28 @@
+"""The real ``qdb`` command line in a fresh process, as a user runs it, for the CLI tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def qdb(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``qdb ARGS`` in ``cwd``, with none of the caller's QDB_/IONQ_/PINECONE_ settings."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "quantum_ml.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
