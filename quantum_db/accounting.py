@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backends.accounting import Budget, JobRecord
 from backends.errors import BudgetExceededError
-from backends.retry import RetryPolicy, retry_async
+from backends.retry import retry_async
 
-from .errors import DataValidationError, RegistryError
-from .registry.engine import Registry
+from .errors import DataValidationError
+from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import BudgetRow, JobRow, LedgerRow
 
 __all__ = ["SqlAccounting"]
@@ -21,14 +20,6 @@ __all__ = ["SqlAccounting"]
 #: Reservations and charges are compared with this slack, so float sums never refuse a
 #: job that fits exactly.
 _EPSILON = 1e-9
-
-#: Two first reservations of a budget may race to insert its row; the loser (an
-#: IntegrityError) simply tries again and then finds the row.
-_BUDGET_ROW_RACE = RetryPolicy(attempts=10, base_delay_s=0.01, max_delay_s=0.2)
-
-
-def _lost_budget_row_race(exc: BaseException) -> bool:
-    return isinstance(exc, RegistryError) and isinstance(exc.__cause__, IntegrityError)
 
 
 class SqlAccounting:
@@ -94,10 +85,11 @@ class SqlAccounting:
 
         await retry_async(
             attempt,
-            policy=_BUDGET_ROW_RACE,
+            # Two first reservations of a budget may race to insert its row.
+            policy=UNIQUE_KEY_RACE,
             service="registry",
             operation=f"reserve on budget {budget.name!r}",
-            retryable=_lost_budget_row_race,
+            retryable=lost_unique_key_race,
         )
 
     async def close(

@@ -15,8 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from backends.retry import retry_async
 
 from .errors import (
     DatasetNotFoundError,
@@ -27,7 +28,7 @@ from .errors import (
     NonFiniteDataError,
     RegistryError,
 )
-from .registry.engine import Registry
+from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import INT64_MAX, DatasetRow, DatasetWriteRow
 from .validation import check_int, check_json, check_seed
 from .vectorstores.base import VectorRecord, VectorStore
@@ -401,41 +402,50 @@ class DatasetStore:
     async def _commit(
         self, namespace: str, new_version: bool, fields: dict[str, Any]
     ) -> DatasetInfo:
-        for _ in range(20):  # concurrent writers of one name race for the next version
-            try:
-                async with self._registry.session() as session:
-                    existing = await session.scalar(
-                        select(DatasetRow.dim).where(DatasetRow.name == fields["name"]).limit(1)
+        # Concurrent writers of one name race for the next version number.
+        async def attempt() -> DatasetInfo:
+            async with self._registry.session() as session:
+                existing = await session.scalar(
+                    select(DatasetRow.dim).where(DatasetRow.name == fields["name"]).limit(1)
+                )
+                if existing is not None and existing != fields["dim"]:
+                    raise DataShapeError(
+                        f"dataset {fields['name']!r} has {existing} features in its earlier "
+                        f"versions; this data has {fields['dim']}"
                     )
-                    if existing is not None and existing != fields["dim"]:
-                        raise DataShapeError(
-                            f"dataset {fields['name']!r} has {existing} features in its earlier "
-                            f"versions; this data has {fields['dim']}"
-                        )
-                    if not new_version:
-                        same = await _latest_if_same(session, fields)
-                        if same is not None:
-                            return same
-                    latest = await session.scalar(
-                        select(func.max(DatasetRow.version)).where(
-                            DatasetRow.name == fields["name"]
-                        )
-                    )
-                    row = DatasetRow(
-                        id=str(uuid.uuid4()),
-                        version=(latest or 0) + 1,
-                        namespace=namespace,
-                        **fields,
-                    )
-                    session.add(row)
-                    await session.execute(
-                        delete(DatasetWriteRow).where(DatasetWriteRow.namespace == namespace)
-                    )
-                return DatasetInfo.from_row(row)
-            except RegistryError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
-        raise RegistryError(f"could not allocate a version for dataset {fields['name']!r}")
+                if not new_version:
+                    same = await _latest_if_same(session, fields)
+                    if same is not None:
+                        return same
+                latest = await session.scalar(
+                    select(func.max(DatasetRow.version)).where(DatasetRow.name == fields["name"])
+                )
+                row = DatasetRow(
+                    id=str(uuid.uuid4()),
+                    version=(latest or 0) + 1,
+                    namespace=namespace,
+                    **fields,
+                )
+                session.add(row)
+                await session.execute(
+                    delete(DatasetWriteRow).where(DatasetWriteRow.namespace == namespace)
+                )
+            return DatasetInfo.from_row(row)
+
+        try:
+            return await retry_async(
+                attempt,
+                policy=UNIQUE_KEY_RACE,
+                service="registry",
+                operation=f"allocate a version of dataset {fields['name']!r}",
+                retryable=lost_unique_key_race,
+            )
+        except RegistryError as exc:
+            if lost_unique_key_race(exc):
+                raise RegistryError(
+                    f"could not allocate a version for dataset {fields['name']!r}"
+                ) from exc
+            raise
 
     async def list(self, name: str | None = None) -> list[DatasetInfo]:
         query = select(DatasetRow).order_by(DatasetRow.name, DatasetRow.version)

@@ -9,7 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+
+from backends.retry import retry_async
 
 from .datasets import validate_name
 from .errors import (
@@ -19,7 +20,7 @@ from .errors import (
     RegistryError,
     SerializationError,
 )
-from .registry.engine import Registry
+from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import ModelAliasRow, ModelRow, ModelVersionRow
 from .serialization import content_hash, pack_state, unpack_state
 from .validation import check_int, check_json, check_number, check_text
@@ -124,35 +125,45 @@ class ModelRegistry:
             blob = pack_state(parameters)
         except SerializationError as exc:
             raise DataValidationError(str(exc)) from exc
-        for _ in range(20):  # concurrent registrations race for the next number
-            try:
-                async with self._registry.session() as session:
-                    model_row = await session.scalar(select(ModelRow).where(ModelRow.name == name))
-                    if model_row is None:
-                        model_row = ModelRow(name=name)
-                        session.add(model_row)
-                        await session.flush()
-                    latest = await session.scalar(
-                        select(func.max(ModelVersionRow.version)).where(
-                            ModelVersionRow.model_id == model_row.id
-                        )
+
+        # Concurrent writers of one name race for the next version number.
+        async def attempt() -> ModelVersion:
+            async with self._registry.session() as session:
+                model_row = await session.scalar(select(ModelRow).where(ModelRow.name == name))
+                if model_row is None:
+                    model_row = ModelRow(name=name)
+                    session.add(model_row)
+                    await session.flush()
+                latest = await session.scalar(
+                    select(func.max(ModelVersionRow.version)).where(
+                        ModelVersionRow.model_id == model_row.id
                     )
-                    row = ModelVersionRow(
-                        model_id=model_row.id,
-                        version=(latest or 0) + 1,
-                        architecture=arch,
-                        encoding=enc,
-                        metrics=scores,
-                        provenance=prov,
-                        parameters=blob,
-                        parameters_hash=content_hash(blob),
-                    )
-                    session.add(row)
-                return self._version(name, row, ())
-            except RegistryError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
-        raise RegistryError(f"could not allocate a version for model {name!r}")
+                )
+                row = ModelVersionRow(
+                    model_id=model_row.id,
+                    version=(latest or 0) + 1,
+                    architecture=arch,
+                    encoding=enc,
+                    metrics=scores,
+                    provenance=prov,
+                    parameters=blob,
+                    parameters_hash=content_hash(blob),
+                )
+                session.add(row)
+            return self._version(name, row, ())
+
+        try:
+            return await retry_async(
+                attempt,
+                policy=UNIQUE_KEY_RACE,
+                service="registry",
+                operation=f"allocate a version of model {name!r}",
+                retryable=lost_unique_key_race,
+            )
+        except RegistryError as exc:
+            if lost_unique_key_race(exc):
+                raise RegistryError(f"could not allocate a version for model {name!r}") from exc
+            raise
 
     def _version(self, name: str, row: ModelVersionRow, aliases: tuple[str, ...]) -> ModelVersion:
         if content_hash(row.parameters) != row.parameters_hash:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -38,10 +39,12 @@ from ..errors import (
 )
 
 __all__ = [
+    "UNIQUE_KEY_RACE",
     "Registry",
     "async_database_url",
     "connect_error",
     "enable_wal",
+    "lost_unique_key_race",
     "redact_url",
     "sqlite_path",
 ]
@@ -54,6 +57,15 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
 #: A BEGIN that SQLite answers with "database is locked" is tried again under this policy.
 BEGIN_RETRY = RetryPolicy(attempts=8, base_delay_s=0.05, max_delay_s=2.0)
+#: Writers racing for one unique key (the next version number, a budget's first row):
+#: the loser's transaction was rolled back whole, so it simply tries again.
+UNIQUE_KEY_RACE = RetryPolicy(attempts=20, base_delay_s=0.005, max_delay_s=0.2)
+
+
+def lost_unique_key_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transaction refused for a unique key another writer took."""
+    return isinstance(exc, RegistryError) and isinstance(exc.__cause__, IntegrityError)
+
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: The async driver each supported database is used with when the URL names none.
