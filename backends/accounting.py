@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import BackendError, BudgetExceededError, InvalidBudgetError
+from .errors import BackendError, BudgetExceededError, InvalidBudgetError, ReservationLostError
 
 __all__ = [
     "Accounting",
@@ -28,6 +28,7 @@ __all__ = [
     "JobRecord",
     "provider_job_sink",
     "report_provider_job",
+    "report_submission",
 ]
 
 
@@ -98,13 +99,37 @@ def report_provider_job(provider_job_id: str) -> None:
         sink(str(provider_job_id))
 
 
+#: Where a backend reports each paid submission it starts (the future of the request).
+_submissions: ContextVar[Callable[[asyncio.Future[Any]], None] | None] = ContextVar(
+    "qdb_submission_sink", default=None
+)
+
+
+def report_submission(request: asyncio.Future[Any]) -> None:
+    """Called by a backend when it sends a request that may create a job at the provider.
+
+    The run in progress then knows that a job may exist even before its id is known: if
+    the run fails or is cancelled meanwhile, it waits for the request to settle (its id
+    then arrives through :func:`report_provider_job`) instead of releasing the money.
+    """
+    sink = _submissions.get()
+    if sink is not None:
+        sink(request)
+
+
 @contextmanager
-def provider_job_sink(sink: Callable[[str], None]) -> Iterator[None]:
-    """Within the block (and the tasks it starts), provider job ids go to ``sink``."""
+def provider_job_sink(
+    sink: Callable[[str], None],
+    submissions: Callable[[asyncio.Future[Any]], None] | None = None,
+) -> Iterator[None]:
+    """Within the block (and the tasks it starts), provider job ids go to ``sink`` and
+    the requests that may create jobs to ``submissions``."""
     token = _sink.set(sink)
+    requests = _submissions.set(submissions)
     try:
         yield
     finally:
+        _submissions.reset(requests)
         _sink.reset(token)
 
 
@@ -133,6 +158,15 @@ class Accounting(Protocol):
 
     async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
         """Add ``provider_job_id`` to the recorded job's ids (at once, before it ends)."""
+        ...
+
+    async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
+        """Record ``job`` as ``running`` just before it is sent.
+
+        With ``reserved``, only while its reservation is still open, in one step with
+        that check, or raise :class:`ReservationLostError`: a reservation a sweep
+        reclaimed can then never be spent.
+        """
         ...
 
 
@@ -187,6 +221,13 @@ class InMemoryAccounting:
         job = self.jobs.get(job_id)
         if job is not None and provider_job_id not in job.provider_job_ids:
             job.provider_job_ids.append(provider_job_id)
+
+    async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
+        async with self._lock:
+            if reserved and job.id not in self._reserved:
+                raise ReservationLostError(f"job {job.id} has no open reservation; nothing sent")
+            job.status = "running"
+            self.jobs[job.id] = job
 
     def open_reservations(self) -> int:
         return len(self._reserved)

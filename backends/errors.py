@@ -32,6 +32,8 @@ generic callers can catch them the usual way.
         ├── JobFailedError                the provider ran the job and reports it failed
         │   └── JobTimeoutError           no result within the job's timeout (job cancelled)
         ├── BudgetExceededError           the job's estimated cost does not fit the budget
+        ├── ReservationLostError          the job's reservation was reclaimed before it was
+        │                                 sent (its owner's lease lapsed): nothing was sent
         ├── CostPlanError (ValueError)    a training configuration that cannot be planned
         └── InvalidBudgetError (ValueError)  a budget that is not a finite USD amount >= 0
                                           with a name of 1-128 characters
@@ -59,6 +61,7 @@ __all__ = [
     "QuantumDBError",
     "QubitIndexError",
     "RemoteCallError",
+    "ReservationLostError",
     "ShotsError",
     "SimulatorMemoryError",
     "SubmissionUnknownError",
@@ -178,6 +181,14 @@ class SubmissionUnknownError(BackendError):
 
     It is never retried: a second submission could run, and bill, the job twice. The
     budget reservation is kept until the job is found at the provider or its lease expires.
+    """
+
+
+class ReservationLostError(BackendError):
+    """The job's reservation was reclaimed by a sweep before the job was sent.
+
+    It happens when the owner's lease lapsed (its event loop was blocked for longer than
+    the lease's TTL) and another process swept it. Nothing was sent; run the job again.
     """
 
 

@@ -139,6 +139,9 @@ class BackendManager:
         self.retry = retry or RetryPolicy()
         self.degrade = degrade or DegradePolicy()
         self.fallback = fallback
+        #: How long a failed or cancelled run waits for a submission still in flight
+        #: before it records the job ``unknown`` (keeping its reservation).
+        self.submission_wait_s = 60.0
         self._default_concurrency = concurrency
         #: Provider job ids being written to the accounting (see ``_provider_ids``).
         self._id_writes: set[asyncio.Task[None]] = set()
@@ -364,6 +367,8 @@ class BackendManager:
                     notes,
                 )
         submitted = time.monotonic()
+        #: Requests the backend sent that may create a job (see ``report_submission``).
+        submissions: list[asyncio.Future[Any]] = []
         try:
             await self.accounting.record_job(job)
             if entry.semaphore is None:
@@ -371,8 +376,10 @@ class BackendManager:
             async with entry.semaphore:
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
-                job.status = "running"
-                with provider_job_sink(self._provider_ids(job)):
+                # Recorded as sent only while the reservation is still held, so a sweep
+                # that reclaimed it (a lapsed lease) can never have its money spent.
+                await self.accounting.mark_sending(job, reserved=reserved)
+                with provider_job_sink(self._provider_ids(job), submissions.append):
                     result = await self._with_retries(entry.backend, request, job)
                 job.run_latency_s = time.monotonic() - started
         except SubmissionUnknownError as exc:
@@ -388,10 +395,7 @@ class BackendManager:
             # Shielded: a cancelled job still settles or releases its reservation and is
             # recorded. A job that reached its provider may bill even though it failed
             # here: it is charged what the provider reports, never simply released.
-            if reserved and job.provider_job_ids:
-                await asyncio.shield(self._finish_reached(entry.backend, job))
-            else:
-                await asyncio.shield(self._finish(job, reserved, None))
+            await asyncio.shield(self._finish_failed(entry.backend, job, reserved, submissions))
             raise
         ids = result.metadata.get("provider_job_ids")
         if ids:
@@ -446,6 +450,34 @@ class BackendManager:
             else:
                 await self.accounting.settle(job.id, actual)
         await self.accounting.record_job(job)
+
+    async def _finish_failed(
+        self,
+        backend: Backend,
+        job: JobRecord,
+        reserved: bool,
+        submissions: Sequence[asyncio.Future[Any]],
+    ) -> None:
+        if reserved and not job.provider_job_ids:
+            in_flight = [f for f in submissions if not f.done()]
+            if in_flight:
+                # A submission was on its way when the run failed or was cancelled: the
+                # job may exist. Its id arrives (and the backend cancels it) when the
+                # request settles; until then nothing may be released.
+                await asyncio.wait(in_flight, timeout=self.submission_wait_s)
+                if not job.provider_job_ids and not all(f.done() for f in in_flight):
+                    job.status = "unknown"
+                    job.error = (
+                        f"{job.error} [a submission was still in flight after "
+                        f"{self.submission_wait_s:g} s: the reservation is kept until the job "
+                        "is found or expires]"
+                    )[:2000]
+                    await self.accounting.record_job(job)
+                    return
+        if reserved and job.provider_job_ids:
+            await self._finish_reached(backend, job)
+        else:
+            await self._finish(job, reserved, None)
 
     async def _finish_reached(self, backend: Backend, job: JobRecord) -> None:
         """Close a failed job that reached its provider with what the provider bills.

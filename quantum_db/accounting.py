@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backends.accounting import Budget, JobRecord
-from backends.errors import BudgetExceededError
+from backends.errors import BudgetExceededError, ReservationLostError
 from backends.retry import retry_async
 
 from .errors import DataValidationError
@@ -16,6 +17,8 @@ from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import BudgetRow, JobRow, LedgerRow
 
 __all__ = ["SqlAccounting"]
+
+logger = logging.getLogger(__name__)
 
 #: Reservations and charges are compared with this slack, so float sums never refuse a
 #: job that fits exactly.
@@ -123,6 +126,8 @@ class SqlAccounting:
                 .limit(1)
             )
             if closed is not None:
+                if actual is not None and job_status is None:
+                    await self._late_charge(session, reservation, actual)
                 return False
             session.add(
                 LedgerRow(
@@ -146,6 +151,32 @@ class SqlAccounting:
             if job_status is not None:
                 await _mark_job(session, job_id, job_status, actual, note)
             return True
+
+    @staticmethod
+    async def _late_charge(session: AsyncSession, reservation: LedgerRow, actual: float) -> None:
+        """The owner settles a job whose reservation a sweep already released (its lease
+        lapsed while the job ran): the money was spent, so it is charged all the same,
+        once."""
+        charged = await session.scalar(
+            select(LedgerRow.id)
+            .where(LedgerRow.job_id == reservation.job_id, LedgerRow.kind == "charge")
+            .limit(1)
+        )
+        if charged is None:
+            logger.warning(
+                "job %s completed after a sweep had released its reservation; charged $%.4f",
+                reservation.job_id,
+                actual,
+            )
+            session.add(
+                LedgerRow(
+                    budget_id=reservation.budget_id,
+                    job_id=reservation.job_id,
+                    kind="charge",
+                    amount_usd=float(actual),
+                    owner_id=reservation.owner_id,
+                )
+            )
 
     async def settle(self, job_id: str, actual: float) -> None:
         await self.close(job_id, actual)
@@ -180,29 +211,58 @@ class SqlAccounting:
 
     async def record_job(self, job: JobRecord) -> None:
         async with self._registry.session() as session:
-            row = await session.get(JobRow, job.id)
-            if row is None:
-                row = JobRow(id=job.id)
-                session.add(row)
-            row.run_id = job.run_id
-            row.backend = job.backend
-            row.circuit_hash = job.circuit_hash
-            row.shots = job.shots
-            row.batch_size = job.batch_size
-            row.status = job.status
-            # Every id, in the order the provider returned them; an update never drops one
-            # an earlier write recorded.
-            known = list(row.provider_job_ids or [])
-            row.provider_job_ids = known + [i for i in job.provider_job_ids if i not in known]
-            if row.owner_id is None:
-                row.owner_id = job.owner_id or self.owner_id
-            row.estimated_cost = job.estimated_cost
-            row.actual_cost = job.actual_cost
-            row.queue_latency_s = job.queue_latency_s
-            row.run_latency_s = job.run_latency_s
-            row.error = job.error
-            row.created_at = job.created_at
-            row.updated_at = time.time()
+            await self._write_job(session, job)
+
+    async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
+        async with self._registry.session() as session:
+            if reserved:
+                reservation = await session.scalar(
+                    select(LedgerRow)
+                    .where(LedgerRow.job_id == job.id, LedgerRow.kind == "reservation")
+                    .limit(1)
+                )
+                if reservation is not None:
+                    # The same lock a sweep's release takes: either it released first and
+                    # this refuses, or this marks the job sent and the sweep keeps it.
+                    await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
+                released = reservation is None or await session.scalar(
+                    select(LedgerRow.id)
+                    .where(LedgerRow.job_id == job.id, LedgerRow.kind == "release")
+                    .limit(1)
+                )
+                if released:
+                    raise ReservationLostError(
+                        f"the reservation of job {job.id} was reclaimed by a sweep before it "
+                        "was sent (this process's lease lapsed: was its event loop blocked "
+                        "for longer than QDB_LEASE_TTL_S?); nothing was sent, run it again"
+                    )
+            job.status = "running"
+            await self._write_job(session, job)
+
+    async def _write_job(self, session: AsyncSession, job: JobRecord) -> None:
+        row = await session.get(JobRow, job.id)
+        if row is None:
+            row = JobRow(id=job.id)
+            session.add(row)
+        row.run_id = job.run_id
+        row.backend = job.backend
+        row.circuit_hash = job.circuit_hash
+        row.shots = job.shots
+        row.batch_size = job.batch_size
+        row.status = job.status
+        # Every id, in the order the provider returned them; an update never drops one
+        # an earlier write recorded.
+        known = list(row.provider_job_ids or [])
+        row.provider_job_ids = known + [i for i in job.provider_job_ids if i not in known]
+        if row.owner_id is None:
+            row.owner_id = job.owner_id or self.owner_id
+        row.estimated_cost = job.estimated_cost
+        row.actual_cost = job.actual_cost
+        row.queue_latency_s = job.queue_latency_s
+        row.run_latency_s = job.run_latency_s
+        row.error = job.error
+        row.created_at = job.created_at
+        row.updated_at = time.time()
 
     async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
         # Only the id list changes (and "queued" becomes "running"), under the row's lock

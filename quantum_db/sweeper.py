@@ -9,11 +9,17 @@ unfinished job whose owner's lease has expired:
   price is charged its whole estimate); while one is still queued or running it stays
   reserved and is looked at again by the next sweep (``cancel_running=True`` first asks
   the provider to cancel it). When the provider cannot be asked, it stays reserved too;
-* a job that never left (no provider id, status ``queued`` or ``running``), or a
-  reservation with no job row at all, is released;
-* a job in status ``unknown`` (its submission failed after the provider may have created
-  it) stays reserved until ``unknown_expiry_s`` after its last update; then it is charged
-  what its known provider ids report and the rest is released, with a warning.
+* a job that never left (status ``queued``: a job is marked ``running`` only while its
+  reservation is held, just before it is sent), or a reservation with no job row at all,
+  is released;
+* a job marked ``running`` with no provider id (its submission may have created a job),
+  or in status ``unknown`` (its submission failed after the provider may have created
+  it), stays reserved until ``unknown_expiry_s`` after its last update; then it is
+  charged what its known provider ids report and the rest is released, with a warning.
+
+A reservation its owner gave up on (status ``failed``, ``cancelled`` or ``unknown``: the
+run ended after the job reached the provider) is settled the same way by any sweep, even
+while the owner lives.
 
 Money is never released for a job that may still bill, so reclaiming cannot overspend.
 Each reclaim is one transaction that locks the budget's row and closes the reservation
@@ -45,6 +51,10 @@ from .registry.schema import DatasetRow, DatasetWriteRow, JobRow, LeaseRow
 from .vectorstores.base import VectorStore
 
 __all__ = ["DEFAULT_UNKNOWN_EXPIRY_S", "SweepSummary", "sweep", "sweep_on_connect"]
+
+#: Statuses the owner leaves a job in once it has finished with it while its
+#: reservation stays open (see BackendManager and quantum_ml.billing).
+_GIVEN_UP_STATUSES = ("failed", "cancelled", "unknown")
 
 logger = logging.getLogger(__name__)
 
@@ -141,35 +151,45 @@ async def sweep(
     """Reclaim what owners that are gone left behind (see the module docstring)."""
     moment = time.time() if now is None else now
     async with registry.session() as session:
-        live = await live_owner_ids(session, moment)
-        reserved = {
-            job: owner
-            for job, owner in (await open_reservation_owners(session)).items()
-            if owner not in live
-        }
-        unfinished = [
-            row
-            for row in (
-                await session.scalars(
-                    select(JobRow).where(
-                        JobRow.owner_id.is_not(None), JobRow.status.in_(UNFINISHED_JOB_STATUSES)
-                    )
+        # What may be reclaimed is read first and the live leases last: a connection that
+        # takes its lease and reserves in between then counts as live (on PostgreSQL each
+        # statement sees a fresh snapshot, so the other order could reclaim it).
+        owners = await open_reservation_owners(session)
+        unfinished_rows = (
+            await session.scalars(
+                select(JobRow).where(
+                    JobRow.owner_id.is_not(None), JobRow.status.in_(UNFINISHED_JOB_STATUSES)
                 )
-            ).all()
-            if row.owner_id not in live
-        ]
-        writes = [
-            row
-            for row in (
-                await session.scalars(
-                    select(DatasetWriteRow).where(DatasetWriteRow.owner_id.is_not(None))
-                )
-            ).all()
-            if row.owner_id not in live
-        ]
+            )
+        ).all()
+        write_rows = (
+            await session.scalars(
+                select(DatasetWriteRow).where(DatasetWriteRow.owner_id.is_not(None))
+            )
+        ).all()
         expired_leases = list(
             (await session.scalars(select(LeaseRow.id).where(LeaseRow.expires_at <= moment))).all()
         )
+        kept = (
+            set(
+                (
+                    await session.scalars(
+                        select(JobRow.id).where(
+                            JobRow.id.in_(list(owners)), JobRow.status.in_(_GIVEN_UP_STATUSES)
+                        )
+                    )
+                ).all()
+            )
+            if owners
+            else set()
+        )
+        live = await live_owner_ids(session, moment)
+    # A reservation its owner gave up on (the run failed after the job reached the
+    # provider, or its submission's outcome is unknown) is settled by any sweep, whether
+    # or not the owner still lives: the owner will not touch it again.
+    reserved = {job: owner for job, owner in owners.items() if owner not in live or job in kept}
+    unfinished = [row for row in unfinished_rows if row.owner_id not in live or row.id in kept]
+    writes = [row for row in write_rows if row.owner_id not in live]
     tally = _Tally()
     if not (reserved or unfinished or writes or expired_leases):
         return tally.frozen()
@@ -270,6 +290,16 @@ async def _decide(
     if job is None:
         return _Charge(None, "abandoned", "owner gone before the job was recorded: released")
     ids = [str(i) for i in (job.provider_job_ids or [])]
+    if job.status == "running" and not ids:
+        # Marked sent (see Accounting.mark_sending) but no id came back: its submission
+        # may have created a job at the provider, so it is kept like an unknown one.
+        if now - job.updated_at < unknown_expiry_s:
+            return None
+        return _Charge(
+            None,
+            "expired",
+            f"sent but no provider id was recorded within {unknown_expiry_s:g} s: released",
+        )
     if job.status == "unknown":
         if now - job.updated_at < unknown_expiry_s:
             return None
@@ -277,8 +307,8 @@ async def _decide(
             return _Charge(
                 None,
                 "expired",
-                f"submission unknown for over {unknown_expiry_s:g} s and never found at the "
-                "provider: released",
+                f"submission unknown for over {unknown_expiry_s:g} s and no provider id was "
+                "ever recorded to look it up by: released",
             )
         found = await _lookup(job, ids, backends, cancel_running=False, tally=tally)
         if found is None or not all(p.ended for p in found):
@@ -294,8 +324,8 @@ async def _decide(
         if job.status == "completed":
             amount = job.actual_cost if job.actual_cost is not None else job.estimated_cost
             return _Charge(amount, "completed", "owner gone after the job completed: settled")
-        if job.status in ("queued", "running"):
-            return _Charge(None, "abandoned", "owner gone before the job reached its provider")
+        if job.status == "queued":
+            return _Charge(None, "abandoned", "owner gone before the job was sent")
         return _Charge(None, job.status, f"owner gone; the job had ended {job.status}: released")
     found = await _lookup(job, ids, backends, cancel_running=cancel_running, tally=tally)
     if found is None or not all(p.ended for p in found):

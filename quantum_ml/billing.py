@@ -15,11 +15,16 @@ import asyncio
 import uuid
 from contextlib import AbstractContextManager
 from types import TracebackType
+from typing import Any
 
 from backends.accounting import Accounting, Budget, JobRecord, provider_job_sink
 from backends.errors import SubmissionUnknownError
 
-__all__ = ["BilledCall"]
+__all__ = ["SUBMISSION_WAIT_S", "BilledCall"]
+
+#: How long a failed step waits for a submission still in flight before it records the
+#: job ``unknown`` (keeping its reservation).
+SUBMISSION_WAIT_S = 60.0
 
 
 class BilledCall:
@@ -51,20 +56,21 @@ class BilledCall:
         )
         self._sink: AbstractContextManager[None] | None = None
         self._id_writes: list[asyncio.Task[None]] = []
+        #: Requests sent that may create a job at the provider (``report_submission``).
+        self._submissions: list[asyncio.Future[Any]] = []
 
     async def open(self) -> None:
         """Reserve the cost (or raise ``BudgetExceededError``) and record the job."""
         job = self.job
         await self._accounting.reserve(self._budget, job.id, job.estimated_cost)
-        job.status = "running"
         try:
-            await asyncio.shield(self._accounting.record_job(job))
+            await asyncio.shield(self._accounting.mark_sending(job, reserved=True))
         except BaseException:
             await asyncio.shield(self._accounting.release(job.id))
             raise
         # Entered here and left in close(), in the same task: the backend calls made in
         # between (and the tasks they start) report their provider ids to this job.
-        self._sink = provider_job_sink(self._on_provider_job)
+        self._sink = provider_job_sink(self._on_provider_job, self._submissions.append)
         self._sink.__enter__()
 
     async def close(self, exc: BaseException | None = None) -> None:
@@ -97,6 +103,10 @@ class BilledCall:
         await self.close(exc)
 
     async def _close(self, exc: BaseException | None) -> None:
+        in_flight = [f for f in self._submissions if not f.done()]
+        if exc is not None and in_flight:
+            # A submission may still create a job: its id arrives when it settles.
+            await asyncio.wait(in_flight, timeout=SUBMISSION_WAIT_S)
         if self._id_writes:
             await asyncio.gather(*self._id_writes, return_exceptions=True)
         job, accounting = self.job, self._accounting
@@ -107,6 +117,8 @@ class BilledCall:
             job.status = "unknown"  # the provider may bill it: kept until it is found
         elif job.provider_job_ids:
             job.status = "failed"  # it reached the provider: the sweep charges its bill
+        elif any(not f.done() for f in in_flight):
+            job.status = "unknown"  # still in flight: kept until found or expired
         else:
             job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             await accounting.release(job.id)

@@ -150,16 +150,23 @@ async def test_a_gone_owners_job_that_never_left_is_released_and_a_live_owners_k
     gone = await dead_owner(registry)
     vanished = await dead_owner(registry, with_row=False)
     never_sent = await held(registry, gone, 10.0, status="queued")
-    no_row = await held(registry, vanished, 7.0, status="running")
+    vanished_queued = await held(registry, vanished, 7.0, status="queued")
+    # Marked sent, but no id came back: its POST may have created a job, so it is kept.
+    maybe_sent = await held(registry, gone, 3.0, status="running")
     live = Lease(registry, ttl_s=60)
     await live.start()
     try:
         mine = await held(registry, live.id, 5.0, status="running", ids=["p-live"])
         summary = await sweep(registry)
-        assert (summary.released, summary.charged, summary.pending) == (2, 0, 0)
+        assert (summary.released, summary.charged, summary.pending) == (2, 0, 1)
         assert await ledger(registry, never_sent) == [("reservation", 10.0), ("release", -10.0)]
-        assert await ledger(registry, no_row) == [("reservation", 7.0), ("release", -7.0)]
+        assert await ledger(registry, vanished_queued) == [("reservation", 7.0), ("release", -7.0)]
+        assert await ledger(registry, maybe_sent) == [("reservation", 3.0)]
         assert (await job_row(registry, never_sent)).status == "abandoned"
+        # Past the expiry it is released, with the reason on its row.
+        later = await sweep(registry, unknown_expiry_s=0.0)
+        assert (later.released, later.expired) == (1, 1)
+        assert await ledger(registry, maybe_sent) == [("reservation", 3.0), ("release", -3.0)]
         # The live owner's reservation and job are exactly as they were.
         assert await ledger(registry, mine) == [("reservation", 5.0)]
         assert (await job_row(registry, mine)).status == "running"
@@ -373,7 +380,7 @@ def test_qdb_gc_prints_the_summary(database_url: str, capsys: pytest.CaptureFixt
         await upgrade(registry)
         gone = await dead_owner(registry)
         await held(registry, gone, 1.5, status="queued")
-        await held(registry, gone, 2.5, status="running")
+        await held(registry, gone, 2.5, status="queued")
         await registry.aclose()
 
     asyncio.run(setup())

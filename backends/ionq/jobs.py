@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..accounting import report_provider_job
+from ..accounting import report_provider_job, report_submission
 from ..circuit import Circuit
 from ..errors import (
     BackendError,
@@ -153,6 +153,7 @@ class JobRunner:
 
         async def once() -> str:
             call = self.in_thread(driver.submit, circuit, spec)
+            report_submission(call)  # a job may exist from now on, before its id is known
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
                 # cancellation that arrives as the call completes.
