@@ -18,6 +18,7 @@ from .accounting import (
     JobRecord,
     provider_job_sink,
     report_provider_job,
+    report_submission,
 )
 from .base import (
     Backend,
@@ -146,6 +147,7 @@ __all__ = [
     "plan_training_cost",
     "provider_job_sink",
     "report_provider_job",
+    "report_submission",
     "retry_async",
     "retry_sync",
     "z_observables",
