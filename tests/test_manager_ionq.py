@@ -26,10 +26,12 @@ from backends import (
     SimulatorBackend,
     TransientBackendError,
 )
-from backends.errors import SubmissionUnknownError
+from backends.errors import ReservationLostError, SubmissionUnknownError
 from backends.ionq import IonQBackend
 from quantum_db.accounting import SqlAccounting
+from quantum_db.leases import Lease
 from quantum_db.registry import Registry, upgrade
+from quantum_db.sweeper import sweep
 
 from .ionq_emulator import IonQEmulator
 
@@ -351,3 +353,89 @@ async def test_no_api_key_in_the_registry_or_logs(
     assert API_KEY not in repr(manager) + repr(manager.get("aria"))
     await manager.aclose()
     await registry.aclose()
+
+
+async def test_a_run_cancelled_mid_submission_keeps_its_money_for_the_job_ionq_created(
+    emulator: IonQEmulator, driver: str, accounting: SqlAccounting
+) -> None:
+    # The task is cancelled while POST /jobs is in flight, and the cancel IonQ is then
+    # sent fails: IonQ runs and bills the job. The reservation must not be released.
+    backend = aria(emulator, driver)
+    await backend.fetch_cost_estimate(BELL, 100)  # the client is set up: the POST comes next
+    emulator.delay_next(1.0, method="POST", path="/jobs")
+    emulator.fail_next(500, count=100, method="PUT", path=r"/jobs/[^/]+/status/cancel")
+    manager = BackendManager({"aria": backend}, accounting=accounting)
+    budget = Budget(usd=100.0, name="cancel-mid-post")
+    task = asyncio.ensure_future(manager.run(BELL, shots=100, backend="aria", budget=budget))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (job_id,) = emulator.jobs
+    billed = emulator.jobs[job_id].cost
+    assert len(emulator.calls("POST", "/jobs")) == 1
+    # Charged what IonQ bills, or still reserved for a sweep: never released for nothing.
+    assert await accounting.exposure(budget) == pytest.approx(billed)
+    (job,) = await accounting.jobs()
+    assert job.provider_job_ids == [job_id]
+    await manager.aclose()
+
+
+async def test_a_reservation_a_sweep_reclaimed_is_never_sent(
+    emulator: IonQEmulator, tmp_path: Path
+) -> None:
+    # The owner's lease has lapsed (a blocked event loop, say) while its job waited for
+    # the backend: a sweep releases the reservation, and the job must then not be sent.
+    registry = Registry(f"sqlite+aiosqlite:///{tmp_path / 'lapsed.sqlite'}")
+    await upgrade(registry)
+    accounting = SqlAccounting(registry, owner_id="lapsed-owner")  # no live lease row
+    emulator.slow_jobs(queue_s=1.0)
+    manager = BackendManager({"aria": aria(emulator)}, accounting=accounting, fallback=None)
+    manager.register("aria-1", aria(emulator), concurrency=1)
+    budget = Budget(usd=100.0, name="lapsed")
+    try:
+        first = asyncio.ensure_future(manager.run(BELL, shots=100, backend="aria-1", budget=budget))
+        await asyncio.sleep(0.3)  # the first holds the backend's only slot
+        second = asyncio.ensure_future(
+            manager.run(BELL, shots=100, backend="aria-1", budget=budget)
+        )
+        await asyncio.sleep(0.3)  # reserved, recorded queued, waiting for the slot
+        summary = await sweep(registry, backends=manager)
+        assert summary.released == 1 and summary.pending == 1  # queued one; sent one kept
+        with pytest.raises(ReservationLostError, match="nothing was sent"):
+            await second
+        await first
+        assert len(emulator.calls("POST", "/jobs")) == 1
+        assert await accounting.exposure(budget) == pytest.approx(BELL_COST)
+    finally:
+        await manager.aclose()
+        await registry.aclose()
+
+
+async def test_a_live_owners_given_up_reservation_is_settled_by_a_sweep(
+    emulator: IonQEmulator, tmp_path: Path
+) -> None:
+    registry = Registry(f"sqlite+aiosqlite:///{tmp_path / 'live.sqlite'}")
+    await upgrade(registry)
+    lease = Lease(registry, ttl_s=60)
+    await lease.start()
+    accounting = SqlAccounting(registry, owner_id=lease.id)
+    emulator.fail_next(500, count=50, method="GET", path=r"/jobs/[^/]+/results.*")
+    emulator.fail_next(500, count=50, method="GET", path=r"/jobs/[^/]+/cost")
+    manager = BackendManager({"aria": aria(emulator, max_retries=1)}, accounting=accounting)
+    budget = Budget(usd=100.0, name="given-up")
+    try:
+        with pytest.raises(TransientBackendError):
+            await manager.run(BELL, shots=100, backend="aria", budget=budget, seed=1)
+        assert await accounting.open_reservations(budget) == 1  # kept: IonQ may bill it
+        emulator.clear_faults()
+        # The owner is alive, but it has given the job up: any sweep settles it.
+        summary = await sweep(registry, backends=manager)
+        (job_id,) = emulator.jobs
+        assert (summary.charged, summary.released) == (1, 0)
+        assert summary.charged_usd == pytest.approx(emulator.jobs[job_id].cost)
+        assert await accounting.open_reservations(budget) == 0
+    finally:
+        await manager.aclose()
+        await lease.aclose()
+        await registry.aclose()
