@@ -19,6 +19,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from .errors import BackendError, BudgetExceededError, InvalidBudgetError, ReservationLostError
 
 __all__ = [
@@ -40,8 +42,11 @@ class Budget:
     name: str = "default"
 
     def __post_init__(self) -> None:
-        if isinstance(self.usd, bool) or not isinstance(self.usd, int | float):
+        if isinstance(self.usd, bool | np.bool_) or not isinstance(
+            self.usd, int | float | np.integer | np.floating
+        ):
             raise InvalidBudgetError(f"a budget is a number of USD, got {self.usd!r}")
+        object.__setattr__(self, "usd", float(self.usd))  # NumPy scalars too, as a float
         if not math.isfinite(self.usd) or self.usd < 0:
             raise InvalidBudgetError(
                 f"a budget must be a finite, non-negative amount, got {self.usd}"
@@ -54,6 +59,9 @@ class Budget:
             raise InvalidBudgetError(
                 f"a budget needs a name of 1-128 characters, got {len(self.name)}"
             )
+        if not self.name.isprintable():
+            # PostgreSQL refuses NUL in text, SQLite would keep it: refused the same way.
+            raise InvalidBudgetError(f"a budget's name must be printable, got {self.name!r}")
 
 
 @dataclass(slots=True)

@@ -110,6 +110,10 @@ class RunResult:
 _SEED_MAX = 2**63 - 1
 
 
+#: Shots are stored as a 64-bit integer with the job.
+_SHOTS_MAX = 2**63 - 1
+
+
 def _as_shots(shots: object, limit: int | None) -> int:
     if isinstance(shots, bool) or not isinstance(shots, int | np.integer):
         raise ShotsError(f"shots must be a positive integer, got {shots!r}")
@@ -117,6 +121,8 @@ def _as_shots(shots: object, limit: int | None) -> int:
         raise ShotsError(f"shots must be a positive integer, got {shots}")
     if limit is not None and shots > limit:
         raise ShotsError(f"{shots} shots exceed this backend's limit of {limit}")
+    if shots > _SHOTS_MAX:
+        raise ShotsError(f"{shots} shots are more than any job can take (at most 2**63 - 1)")
     return int(shots)
 
 

@@ -21,6 +21,7 @@ from .errors import (
     BackendUnavailableError,
     BudgetExceededError,
     CapacityError,
+    InvalidBudgetError,
     SubmissionUnknownError,
     TransientBackendError,
     UnknownBackendError,
@@ -271,6 +272,19 @@ class BackendManager:
         run_id: str | None = None,
     ) -> RunResult:
         """Run a job on ``backend`` (or the best one), under ``budget``, with retries."""
+        if backend is not None and not isinstance(backend, str):
+            raise UnknownBackendError(
+                f"backend must be a backend's name (a string), got {backend!r}; the names "
+                f"run(backend=...) accepts here: {', '.join(self._entries) or 'none'}"
+            )
+        if budget is not None and not isinstance(budget, Budget):
+            raise InvalidBudgetError(f"budget must be a Budget(usd=..., name=...), got {budget!r}")
+        if run_id is not None and (
+            not isinstance(run_id, str) or not 1 <= len(run_id) <= 128 or not run_id.isprintable()
+        ):
+            raise BackendError(
+                f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
+            )
         name = backend
         if name is None:
             spent = await self.accounting.exposure(budget) if budget is not None else 0.0

@@ -75,6 +75,7 @@ def _options(
     service: str,
     operation: str,
     retryable: Callable[[BaseException], bool],
+    level: int,
 ) -> dict[str, Any]:
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -83,7 +84,8 @@ def _options(
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
+        logger.log(
+            level,
             "%s %s: attempt %d of %d failed (%s: %s); retrying in %.3g s",
             service,
             operation,
@@ -110,14 +112,16 @@ async def retry_async(
     service: str,
     operation: str,
     retryable: Callable[[BaseException], bool],
+    level: int = logging.WARNING,
 ) -> T:
     """``await call()``, tried again under ``policy`` while it raises a ``retryable`` error.
 
     The last error propagates unchanged once the attempts are spent (or at once, for an
-    error that is not retryable); cancellation is never retried.
+    error that is not retryable); cancellation is never retried. Attempts are logged at
+    ``level`` (an expected race, e.g. for a unique key, logs at DEBUG).
     """
     retrying = tenacity.AsyncRetrying(
-        sleep=asyncio.sleep, **_options(policy, service, operation, retryable)
+        sleep=asyncio.sleep, **_options(policy, service, operation, retryable, level)
     )
     async for attempt in retrying:
         with attempt:
@@ -133,7 +137,10 @@ def retry_sync(
     operation: str,
     retryable: Callable[[BaseException], bool],
     sleep: Callable[[float], None],
+    level: int = logging.WARNING,
 ) -> T:
     """The same rules for a blocking call; ``sleep`` says how to wait (e.g. on the loop)."""
-    retrying = tenacity.Retrying(sleep=sleep, **_options(policy, service, operation, retryable))
+    retrying = tenacity.Retrying(
+        sleep=sleep, **_options(policy, service, operation, retryable, level)
+    )
     return retrying(call)

@@ -93,6 +93,7 @@ class SqlAccounting:
             service="registry",
             operation=f"reserve on budget {budget.name!r}",
             retryable=lost_unique_key_race,
+            level=logging.DEBUG,  # an expected race, not a fault
         )
 
     async def close(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backends.retry import retry_async
@@ -164,6 +164,14 @@ def _check_numeric_kind(array: NDArray[Any], what: str) -> None:
         raise DataValidationError(
             f"{what} must be numeric (floats, integers or booleans), got dtype {array.dtype}"
         )
+    if kind in "iu" and array.size and what == "data":
+        # Samples are stored as float64, exact for integers up to 2**53 only.
+        largest = max(abs(int(array.min())), abs(int(array.max())))
+        if largest > 2**53:
+            raise DataValidationError(
+                f"{what} holds the integer {largest}, beyond 2**53: stored as float64 it would "
+                "lose its last digits; scale it, or store it as floats on purpose"
+            )
 
 
 def _validate_labels(labels: ArrayLike, n: int) -> tuple[NDArray[Any], str, int | None]:
@@ -405,6 +413,15 @@ class DatasetStore:
         # Concurrent writers of one name race for the next version number.
         async def attempt() -> DatasetInfo:
             async with self._registry.session() as session:
+                if self._registry.dialect == "postgresql":
+                    # Writers of one name take turns: otherwise a writer could miss an
+                    # identical version committed between its check and its insert (each
+                    # statement sees a fresh snapshot). SQLite's BEGIN IMMEDIATE already
+                    # serializes writers.
+                    await session.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                        {"key": f"quantum-db dataset {fields['name']}"},
+                    )
                 existing = await session.scalar(
                     select(DatasetRow.dim).where(DatasetRow.name == fields["name"]).limit(1)
                 )
@@ -439,6 +456,7 @@ class DatasetStore:
                 service="registry",
                 operation=f"allocate a version of dataset {fields['name']!r}",
                 retryable=lost_unique_key_race,
+                level=logging.DEBUG,  # an expected race, not a fault
             )
         except RegistryError as exc:
             if lost_unique_key_race(exc):

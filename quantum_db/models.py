@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -159,6 +160,7 @@ class ModelRegistry:
                 service="registry",
                 operation=f"allocate a version of model {name!r}",
                 retryable=lost_unique_key_race,
+                level=logging.DEBUG,  # an expected race, not a fault
             )
         except RegistryError as exc:
             if lost_unique_key_race(exc):

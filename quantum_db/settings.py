@@ -69,7 +69,9 @@ class Settings(BaseSettings):
 
     #: A connection's lease lives this long without a heartbeat (renewed every third of
     #: it); after that its reservations, jobs and dataset writes are reclaimed.
-    lease_ttl_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    #: At least a second: the heartbeat renews every third of it, and a shorter lease
+    #: would lapse between heartbeats and spin the loop.
+    lease_ttl_s: float = Field(default=60.0, ge=1.0, allow_inf_nan=False)
     #: Whether connect sweeps what owners that are gone left (``qdb gc`` always does).
     sweep_on_connect: bool = True
     #: At most this long is spent sweeping on connect; the rest waits for the next one.

@@ -63,6 +63,9 @@ def check_number(
     if isinstance(value, str | bytes):
         # float("1.5") would succeed, but a string in a number's place is a caller's bug.
         raise error(f"{what} must be a number, got {value!r}")
+    if isinstance(value, complex | np.complexfloating):
+        # float() of a NumPy complex drops the imaginary part with only a warning.
+        raise error(f"{what} must be a real number, got {value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):

@@ -225,6 +225,12 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.validation_samples < 0:
         print("qdb estimate: --validation-samples must be 0 or more", file=sys.stderr)
         return 2
+    # Bounds that keep the plan's circuit buildable in a moment: wider than any backend
+    # (36 qubits at most) is already answered by "cannot run" at 64.
+    for name, limit in (("qubits", 64), ("layers", 1000)):
+        if getattr(args, name) > limit:
+            print(f"qdb estimate: --{name} must be at most {limit}", file=sys.stderr)
+            return 2
     mitigation = {"on": True, "off": False, "default": None}[args.error_mitigation]
     for line in estimate_lines(
         qubits=args.qubits,
@@ -264,7 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         for package in ("backends", "quantum_db", "quantum_ml"):
             logging.getLogger(package).setLevel(logging.DEBUG)
+    else:
+        # Retry attempts and sweep notes are for whoever debugs (--debug); the user gets
+        # the command's output and, on failure, one line.
+        logging.basicConfig(level=logging.ERROR, format="qdb: %(message)s")
     try:
+        if getattr(args, "url", None) is not None and not args.url.strip():
+            from quantum_db.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "--url is empty: give a database URL, or leave --url out for the default"
+            )
         return _dispatch(args)
     except QuantumDBError as exc:
         # One line for the user; the traceback is for whoever debugs (--debug).
@@ -303,6 +319,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "tour":
         if not 2 <= args.qubits <= 20 or not 1 <= args.layers <= 10:
             print("qdb tour: --qubits must be 2..20 and --layers 1..10", file=sys.stderr)
+            return 2
+        if not 0 <= args.seed < 2**63:
+            print("qdb tour: --seed must be an integer from 0 to 2**63 - 1", file=sys.stderr)
             return 2
         return asyncio.run(run_demo(args.qubits, args.layers, args.seed))
     return 2  # pragma: no cover - argparse enforces a command

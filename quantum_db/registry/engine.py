@@ -78,7 +78,7 @@ def redact_url(url: str | URL) -> str:
     """The URL with any password hidden, safe to log or show."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         return "<invalid database URL>"
     secret = [key for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS]
     if secret:
@@ -90,12 +90,18 @@ def redact_url(url: str | URL) -> str:
 def async_database_url(url: str) -> str:
     """``url`` with the async driver quantum-db uses: ``sqlite://`` becomes
     ``sqlite+aiosqlite://`` and ``postgresql://`` becomes ``postgresql+asyncpg://``."""
+    if not url.strip():
+        raise ConfigurationError(
+            "the database URL is empty: give sqlite:///path.db or postgresql://user@host/db, "
+            "or leave it out for ./quantum_db.sqlite"
+        )
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+        parsed.port  # noqa: B018 - SQLAlchemy parses the port lazily; a bad one raises here
+    except (ArgumentError, ValueError) as exc:
         raise ConfigurationError(
-            f"not a database URL: {redact_url(url)}; expected sqlite:///path.db or "
-            "postgresql://user@host/db"
+            f"not a database URL: {redact_url(url)} ({exc}); expected sqlite:///path.db or "
+            "postgresql://user@host:5432/db"
         ) from exc
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":  # the spelling of libpq and many hosting services
@@ -125,7 +131,11 @@ def sqlite_path(url: str | URL) -> Path | None:
     if parsed.get_backend_name() != "sqlite":
         return None
     database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database and database.startswith("file:"):  # a SQLite URI (``?uri=true``)
+        if "mode=memory" in database:
+            return None
+        database = database[len("file:") :].partition("?")[0]
+    if not database or database == ":memory:":
         return None
     return Path(database).absolute()
 
