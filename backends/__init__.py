@@ -28,6 +28,7 @@ from .base import (
     RunRequest,
     RunResult,
     as_parameter_values,
+    provider_bill,
 )
 from .circuit import Circuit, Instruction, Measurement
 from .cost import FREE, IONQ_ARIA, IONQ_FORTE, CostPlan, PriceModel, plan_training_cost
@@ -145,6 +146,7 @@ __all__ = [
     "gate_spec",
     "hardware_efficient_circuit",
     "plan_training_cost",
+    "provider_bill",
     "provider_job_sink",
     "report_provider_job",
     "report_submission",

@@ -30,6 +30,7 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "as_parameter_values",
+    "provider_bill",
 ]
 
 ProviderJobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -58,6 +59,18 @@ class ProviderJob:
     @property
     def ended(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
+
+
+def provider_bill(found: Sequence[ProviderJob], estimate: float) -> float:
+    """What the provider bills for a job made of the provider jobs ``found`` (all ended).
+
+    A completed provider job whose cost the provider does not state is charged the
+    job's whole ``estimate``: it ran, and charging nothing could let a budget overspend.
+    """
+    amount = sum(p.cost_usd or 0.0 for p in found)
+    if any(p.status == "completed" and p.cost_usd is None for p in found):
+        amount = max(amount, estimate)
+    return float(amount)
 
 
 @dataclass(frozen=True, slots=True)

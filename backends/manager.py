@@ -14,7 +14,7 @@ from typing import Any, Literal
 from numpy.typing import ArrayLike
 
 from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord, provider_job_sink
-from .base import Backend, RunResult
+from .base import Backend, RunResult, provider_bill
 from .circuit import Circuit
 from .errors import (
     BackendError,
@@ -521,11 +521,7 @@ class BackendManager:
             return None
         if not all(p.ended for p in found):
             return None
-        amount = sum(p.cost_usd or 0.0 for p in found)
-        if any(p.status == "completed" and p.cost_usd is None for p in found):
-            # The provider ran it without saying for how much: charge the whole estimate.
-            amount = max(amount, job.estimated_cost)
-        return float(amount)
+        return provider_bill(found, job.estimated_cost)
 
     async def _with_retries(self, backend: Backend, request: Any, job: JobRecord) -> RunResult:
         """Run ``request``, retrying transient failures here only for a backend that does

@@ -111,22 +111,10 @@ class SqlAccounting:
         ``note`` as its error, in the same transaction (what the sweeper does).
         """
         async with self._registry.session() as session:
-            reservation = await session.scalar(
-                select(LedgerRow)
-                .where(LedgerRow.job_id == job_id, LedgerRow.kind == "reservation")
-                .limit(1)
-            )
+            reservation, closed = await _locked_reservation(session, job_id)
             if reservation is None:
                 return False
-            # The budget's row is locked before the release is looked for: whoever holds
-            # the lock second sees the first one's release and does nothing.
-            await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
-            closed = await session.scalar(
-                select(LedgerRow.id)
-                .where(LedgerRow.job_id == job_id, LedgerRow.kind == "release")
-                .limit(1)
-            )
-            if closed is not None:
+            if closed:
                 if actual is not None and job_status is None:
                     await self._late_charge(session, reservation, actual)
                 return False
@@ -217,21 +205,10 @@ class SqlAccounting:
     async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
         async with self._registry.session() as session:
             if reserved:
-                reservation = await session.scalar(
-                    select(LedgerRow)
-                    .where(LedgerRow.job_id == job.id, LedgerRow.kind == "reservation")
-                    .limit(1)
-                )
-                if reservation is not None:
-                    # The same lock a sweep's release takes: either it released first and
-                    # this refuses, or this marks the job sent and the sweep keeps it.
-                    await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
-                released = reservation is None or await session.scalar(
-                    select(LedgerRow.id)
-                    .where(LedgerRow.job_id == job.id, LedgerRow.kind == "release")
-                    .limit(1)
-                )
-                if released:
+                # Under the lock a sweep's release takes: either it released first and
+                # this refuses, or this marks the job sent and the sweep keeps it.
+                reservation, released = await _locked_reservation(session, job.id)
+                if reservation is None or released:
                     raise ReservationLostError(
                         f"the reservation of job {job.id} was reclaimed by a sweep before it "
                         "was sent (this process's lease lapsed: was its event loop blocked "
@@ -289,6 +266,26 @@ class SqlAccounting:
 
     def __repr__(self) -> str:
         return f"SqlAccounting({self._registry!r}, owner_id={self.owner_id!r})"
+
+
+async def _locked_reservation(session: AsyncSession, job_id: str) -> tuple[LedgerRow | None, bool]:
+    """``job_id``'s reservation (``None``: none) and whether it has been released.
+
+    The budget's row is locked before the release is looked for, so of two transactions
+    that close (or send) the same job, the second sees what the first did.
+    """
+    reservation = await session.scalar(
+        select(LedgerRow)
+        .where(LedgerRow.job_id == job_id, LedgerRow.kind == "reservation")
+        .limit(1)
+    )
+    if reservation is None:
+        return None, False
+    await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
+    released = await session.scalar(
+        select(LedgerRow.id).where(LedgerRow.job_id == job_id, LedgerRow.kind == "release").limit(1)
+    )
+    return reservation, released is not None
 
 
 async def _mark_job(

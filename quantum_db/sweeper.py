@@ -41,7 +41,7 @@ from typing import Literal
 from sqlalchemy import delete, select, update
 
 from backends import BackendManager, UnknownBackendError
-from backends.base import ProviderJob
+from backends.base import ProviderJob, provider_bill
 from backends.errors import QuantumDBError
 
 from .accounting import SqlAccounting
@@ -62,9 +62,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_UNKNOWN_EXPIRY_S = 86_400.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SweepSummary:
-    """What one sweep reclaimed, and what it had to leave for a later one."""
+    """What one sweep reclaimed, and what it had to leave for a later one (the sweep
+    counts into it as it goes)."""
 
     #: Reservations released: jobs that never reached their provider.
     released: int = 0
@@ -103,30 +104,6 @@ class SweepSummary:
             f"{self.expired} unknown submission(s), {self.pending} pending, deleted "
             f"{self.namespaces_deleted} orphaned namespace(s), removed "
             f"{self.leases_removed} expired lease(s)"
-        )
-
-
-@dataclass(slots=True)
-class _Tally:
-    released: int = 0
-    charged: int = 0
-    charged_usd: float = 0.0
-    cancelled: int = 0
-    expired: int = 0
-    pending: int = 0
-    namespaces_deleted: int = 0
-    leases_removed: int = 0
-
-    def frozen(self) -> SweepSummary:
-        return SweepSummary(
-            self.released,
-            self.charged,
-            self.charged_usd,
-            self.cancelled,
-            self.expired,
-            self.pending,
-            self.namespaces_deleted,
-            self.leases_removed,
         )
 
 
@@ -190,9 +167,9 @@ async def sweep(
     reserved = {job: owner for job, owner in owners.items() if owner not in live or job in kept}
     unfinished = [row for row in unfinished_rows if row.owner_id not in live or row.id in kept]
     writes = [row for row in write_rows if row.owner_id not in live]
-    tally = _Tally()
+    tally = SweepSummary()
     if not (reserved or unfinished or writes or expired_leases):
-        return tally.frozen()
+        return tally
 
     accounting = SqlAccounting(registry)
     jobs = {row.id: row for row in unfinished}
@@ -246,7 +223,7 @@ async def sweep(
                 delete(LeaseRow).where(LeaseRow.id.in_(removable), LeaseRow.expires_at <= moment)
             )
             tally.leases_removed = int(getattr(result, "rowcount", 0) or 0)
-    summary = tally.frozen()
+    summary = tally
     if not summary.idle:
         logger.info("sweep: %s", summary.describe())
     return summary
@@ -284,7 +261,7 @@ async def _decide(
     unknown_expiry_s: float,
     cancel_running: bool,
     now: float,
-    tally: _Tally,
+    tally: SweepSummary,
 ) -> _Charge | None:
     """What to do with one job of a gone owner; ``None``: keep it for a later sweep."""
     if job is None:
@@ -334,10 +311,7 @@ async def _decide(
 
 
 def _settlement(job: JobRow, found: Sequence[ProviderJob]) -> _Charge:
-    amount = sum(p.cost_usd or 0.0 for p in found)
-    if any(p.status == "completed" and p.cost_usd is None for p in found):
-        # The provider ran it but does not say for how much: charge the whole estimate.
-        amount = max(amount, job.estimated_cost)
+    amount = provider_bill(found, job.estimated_cost)
     statuses = {p.status for p in found}
     status = statuses.pop() if len(statuses) == 1 else "failed"
     return _Charge(
@@ -354,7 +328,7 @@ async def _lookup(
     backends: BackendManager | None,
     *,
     cancel_running: bool,
-    tally: _Tally,
+    tally: SweepSummary,
 ) -> list[ProviderJob] | None:
     """The provider's view of each id, or None when it cannot be asked now."""
     try:
