@@ -6,7 +6,10 @@ import asyncio
 import math
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -29,10 +32,39 @@ except ImportError as exc:  # the whole module is the torch bridge: say how to g
         f"TorchQuantumLayer needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
     ) from exc
 
-__all__ = ["TorchLayerError", "TorchQuantumLayer"]
+__all__ = ["EvaluationRoute", "TorchLayerError", "TorchQuantumLayer", "route_evaluations"]
 
 _T = TypeVar("_T")
 Array = NDArray[np.float64]
+
+
+# --------------------------------------------------------------------------- routing
+@dataclass(frozen=True, slots=True)
+class EvaluationRoute:
+    """Where the layers' circuits go while a trainer drives them: ``backend`` (e.g. one
+    whose runs go through the BackendManager) on the event loop ``loop``.
+
+    The trainer runs the torch forward and backward passes in a worker thread; each
+    layer's evaluation is handed back to the trainer's loop, which stays responsive and
+    owns every job, instead of to the layer's private loop.
+    """
+
+    backend: Backend
+    loop: asyncio.AbstractEventLoop
+
+
+_route: ContextVar[EvaluationRoute | None] = ContextVar("qdb_torch_layer_route", default=None)
+
+
+@contextmanager
+def route_evaluations(backend: Backend, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Send every :class:`TorchQuantumLayer` evaluation in this context to ``backend`` on
+    ``loop`` (worker threads started with ``asyncio.to_thread`` inherit the context)."""
+    token = _route.set(EvaluationRoute(backend, loop))
+    try:
+        yield
+    finally:
+        _route.reset(token)
 
 
 # --------------------------------------------------------------------------- portal
@@ -91,6 +123,21 @@ class _Portal:
             return
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on ``loop`` (another thread's) and wait for it here."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise TorchLayerError(
+            "a routed TorchQuantumLayer cannot be evaluated on its trainer's event loop "
+            "thread; the trainer runs forward passes in a worker thread"
+        )
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
 # --------------------------------------------------------------------------- autograd
@@ -271,17 +318,17 @@ class TorchQuantumLayer(torch.nn.Module):
         values[:, self._input_index] = xs
         values[:, self._weight_index] = ws[None, :]
         wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
-        out, jac = self._run(
-            self.gradient.value_and_jacobian(
-                self.backend,
-                self.circuit,
-                values,
-                self.observables,
-                shots=self.shots,
-                seed=self.seed,
-                wrt=wrt,
-            )
+        route = _route.get()
+        coro = self.gradient.value_and_jacobian(
+            self.backend if route is None else route.backend,
+            self.circuit,
+            values,
+            self.observables,
+            shots=self.shots,
+            seed=self.seed,
+            wrt=wrt,
         )
+        out, jac = self._run(coro) if route is None else _on_loop(route.loop, coro)
         jac_x = np.ascontiguousarray(jac[:, :, self._input_index]) if need_x else None
         jac_w = np.ascontiguousarray(jac[:, :, self._weight_index]) if need_w else None
         return np.ascontiguousarray(out, dtype=np.float64), jac_x, jac_w

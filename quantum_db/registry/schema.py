@@ -149,6 +149,10 @@ class RunRow(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     backend: Mapped[str | None] = mapped_column(String(128), nullable=True)
     seed: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    #: The lease of the process training the run (``None``: not being trained).
+    owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Why the run ended: the stop reason, or the error of a failed run.
+    reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
@@ -195,6 +199,9 @@ class JobRow(Base):
     provider_job_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     #: The lease (process) that sent the job; the sweeper reclaims jobs of expired owners.
     owner_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: What the job computes (see ``BackendManager.run(request_key=...)``): a restarted
+    #: run finds the jobs it sent before a crash by it.
+    request_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     estimated_cost: Mapped[float] = mapped_column(Float, default=0.0)
     actual_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     queue_latency_s: Mapped[float | None] = mapped_column(Float, nullable=True)
