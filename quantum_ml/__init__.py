@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .contracts import CONTRACT_KEYS, check_encoding, contract_differences
 from .encoders import (
     EncoderKind,
     QuantumDataEncoder,
@@ -20,64 +21,120 @@ from .encoders import (
 )
 from .errors import (
     EncodingError,
+    EncodingMismatchError,
     GradientError,
     GradientMethodError,
     HPOError,
     LearningError,
     ModelError,
+    ModelInputError,
+    NoTrainableParametersError,
     OptimizerError,
     QuantumDBError,
+    ResumeMismatchError,
     TorchLayerError,
     TrainingError,
+    UnknownComponentError,
 )
-from .gradients import GradientMethod, QuantumGradientComputer, ShiftRule, shift_rule
+from .gradients import (
+    EvaluationPlan,
+    GradientMethod,
+    QuantumGradientComputer,
+    ShiftRule,
+    shift_rule,
+    supports_adjoint,
+)
 from .hpo import MODEL_HYPERPARAMETERS, HPOResult, QuantumHPOSearch, Trial
 from .models import QuantumModel, entangling_pairs
 from .optimizers import SGD, SPSA, Adam, Optimizer, optimizer_from_state
 from .trainer import History, QuantumTrainer, TrainingConfig
+from .training import (
+    FORCE_PROGRESS_ENV,
+    Callback,
+    EarlyStopping,
+    LambdaCallback,
+    ManagedBackend,
+    ProgressBar,
+    ReduceLROnPlateau,
+    StepCallback,
+    TorchLRScheduler,
+    TrainingContext,
+    TrainingState,
+    loss_and_grad,
+    request_key,
+)
 
 if TYPE_CHECKING:
-    from .torch_layer import TorchQuantumLayer
+    from .torch_layer import EvaluationRoute, TorchQuantumLayer, route_evaluations
 
 __all__ = [
+    "CONTRACT_KEYS",
+    "FORCE_PROGRESS_ENV",
     "MODEL_HYPERPARAMETERS",
     "SGD",
     "SPSA",
     "Adam",
+    "Callback",
+    "EarlyStopping",
     "EncoderKind",
     "EncodingError",
+    "EncodingMismatchError",
+    "EvaluationPlan",
+    "EvaluationRoute",
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
     "HPOError",
     "HPOResult",
     "History",
+    "LambdaCallback",
     "LearningError",
+    "ManagedBackend",
     "ModelError",
+    "ModelInputError",
+    "NoTrainableParametersError",
     "Optimizer",
     "OptimizerError",
+    "ProgressBar",
     "QuantumDBError",
     "QuantumDataEncoder",
     "QuantumGradientComputer",
     "QuantumHPOSearch",
     "QuantumModel",
     "QuantumTrainer",
+    "ReduceLROnPlateau",
+    "ResumeMismatchError",
     "ScalingKind",
     "ShiftRule",
+    "StepCallback",
+    "TorchLRScheduler",
     "TorchLayerError",
     "TorchQuantumLayer",
     "TrainingConfig",
+    "TrainingContext",
     "TrainingError",
+    "TrainingState",
     "Trial",
+    "UnknownComponentError",
     "amplitude_state",
+    "check_encoding",
+    "contract_differences",
     "entangling_pairs",
+    "loss_and_grad",
     "optimizer_from_state",
+    "request_key",
+    "route_evaluations",
     "shift_rule",
     "state_preparation_circuit",
+    "supports_adjoint",
 ]
 
 #: Exported names whose modules are imported on first use (torch is an optional extra).
-_LAZY: dict[str, str] = {"TorchQuantumLayer": ".torch_layer"}
+_LAZY: dict[str, str] = {
+    "EvaluationRoute": ".torch_layer",
+    "TorchQuantumLayer": ".torch_layer",
+    "route_evaluations": ".torch_layer",
+}
 
 
 def __getattr__(name: str) -> Any:

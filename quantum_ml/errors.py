@@ -10,6 +10,11 @@ Errors caused by bad input also derive from ``ValueError``, as in ``backends``.
         │   └── GradientMethodError (ValueError)  unknown, or not supported by the backend
         ├── OptimizerError (ValueError)    bad optimizer settings, gradient shape or state
         ├── TrainingError (ValueError)     bad training settings, model, loader or checkpoint
+        │   ├── UnknownComponentError      a loss, optimizer or scheduler name that does not exist
+        │   ├── ModelInputError            a model whose input width differs from the data's
+        │   ├── NoTrainableParametersError a model with nothing to train
+        │   └── ResumeMismatchError        a run resumed with another architecture or config
+        ├── EncodingMismatchError (ValueError)  data encoded otherwise than the model expects
         ├── HPOError (ValueError)          a search space or strategy the search cannot use
         └── TorchLayerError (ValueError)   bad inputs, weights or settings of the torch layer
 
@@ -23,15 +28,20 @@ from backends.errors import QuantumDBError
 
 __all__ = [
     "EncodingError",
+    "EncodingMismatchError",
     "GradientError",
     "GradientMethodError",
     "HPOError",
     "LearningError",
     "ModelError",
+    "ModelInputError",
+    "NoTrainableParametersError",
     "OptimizerError",
     "QuantumDBError",
+    "ResumeMismatchError",
     "TorchLayerError",
     "TrainingError",
+    "UnknownComponentError",
 ]
 
 
@@ -61,6 +71,26 @@ class OptimizerError(LearningError, ValueError):
 
 class TrainingError(LearningError, ValueError):
     """Bad training settings, or a model, loader or checkpoint the trainer cannot use."""
+
+
+class UnknownComponentError(TrainingError):
+    """A loss, optimizer or LR scheduler named that does not exist."""
+
+
+class ModelInputError(TrainingError):
+    """A model whose input width differs from the width of the dataset's samples."""
+
+
+class NoTrainableParametersError(TrainingError):
+    """A model with no parameter that requires a gradient: there is nothing to train."""
+
+
+class ResumeMismatchError(TrainingError):
+    """A run resumed with a model or settings that do not fit its checkpoints."""
+
+
+class EncodingMismatchError(LearningError, ValueError):
+    """Data whose encoding contract differs from the one the model was trained with."""
 
 
 class HPOError(LearningError, ValueError):

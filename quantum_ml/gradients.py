@@ -21,12 +21,14 @@ from backends.simulator import SimulatorBackend
 from .errors import GradientError, GradientMethodError
 
 __all__ = [
+    "EvaluationPlan",
     "GradientError",
     "GradientMethod",
     "GradientMethodError",
     "QuantumGradientComputer",
     "ShiftRule",
     "shift_rule",
+    "supports_adjoint",
 ]
 
 GradientMethod = Literal["parameter-shift", "adjoint", "spsa", "finite-diff"]
@@ -131,6 +133,36 @@ def _split_circuit(circuit: Circuit, occ: Sequence[_Occurrence]) -> Circuit:
     return derived
 
 
+def supports_adjoint(backend: Backend) -> bool:
+    """Whether ``backend`` differentiates exactly by the adjoint method: the simulator,
+    or a backend standing for it (``exact_adjoint``, e.g. one routed through a manager)."""
+    return isinstance(backend, SimulatorBackend) or bool(getattr(backend, "exact_adjoint", False))
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationPlan:
+    """What one gradient computation sends to a backend: ``rows`` bindings of ``circuit``
+    (the circuit as the method runs it), in ``runs`` calls of at most ``chunk`` rows."""
+
+    circuit: Circuit
+    rows: int
+    runs: int
+    chunk: int
+
+    def cost(
+        self,
+        backend: Backend,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        shots: int | None,
+    ) -> float:
+        """The estimated USD price of every run of the plan on ``backend``."""
+        full, rest = divmod(self.rows, self.chunk)
+        total = full * backend.estimate_run_cost(self.circuit, shots, observables, self.chunk)
+        if rest:
+            total += backend.estimate_run_cost(self.circuit, shots, observables, rest)
+        return float(total)
+
+
 # --------------------------------------------------------------------------- the computer
 class QuantumGradientComputer:
     """Jacobians ``d<O_j>/d theta_p`` of a circuit's expectations, ``[B, n_obs, P]``.
@@ -228,6 +260,37 @@ class QuantumGradientComputer:
             return await self._finite_diff(backend, circuit, values, obs, shots, seed, wanted)
         return await self._spsa(backend, circuit, values, obs, shots, seed, wanted)
 
+    def plan(
+        self,
+        backend: Backend,
+        circuit: Circuit,
+        n_bindings: int,
+        *,
+        wrt: Sequence[int] | None = None,
+    ) -> EvaluationPlan:
+        """What :meth:`value_and_jacobian` sends to ``backend`` for ``n_bindings`` bindings
+        of ``circuit``, without running anything (``runs == 0`` for the adjoint method,
+        which runs no job of its own on the simulator)."""
+        wanted = _check_wrt(wrt, circuit.num_parameters)
+        if self.method == "adjoint":
+            return EvaluationPlan(circuit, n_bindings, 0, max(n_bindings, 1))
+        run_circuit = circuit
+        if self.method == "parameter-shift":
+            occ = _occurrences(circuit)
+            run_circuit = _split_circuit(circuit, occ)
+            per = 1 + sum(len(shift_rule(o.gate).shifts) for o in occ if o.param in wanted)
+        elif self.method == "finite-diff":
+            per = 1 + 2 * len(wanted)
+        else:
+            per = 1 + 2 * self.n_samples
+        rows = per * n_bindings
+        chunk = self._chunk(backend, rows)
+        return EvaluationPlan(run_circuit, rows, -(-rows // chunk) if rows else 0, chunk)
+
+    def _chunk(self, backend: Backend, rows: int) -> int:
+        limits = [x for x in (backend.capabilities.max_batch, self.chunk_size) if x is not None]
+        return max(min(limits) if limits else rows, 1)
+
     # ------------------------------------------------------------------ evaluation
     async def _evaluate(
         self,
@@ -239,8 +302,7 @@ class QuantumGradientComputer:
         seed: int | None,
     ) -> Array:
         """Expectations ``[R, n_obs]`` of all ``rows``: one run, or concurrent chunks."""
-        limits = [x for x in (backend.capabilities.max_batch, self.chunk_size) if x is not None]
-        size = min(limits) if limits else rows.shape[0]
+        size = self._chunk(backend, rows.shape[0])
         starts = list(range(0, rows.shape[0], size))
         if len(starts) == 1:
             seeds: list[int | None] = [seed]
@@ -358,7 +420,7 @@ class QuantumGradientComputer:
         shots: int | None,
         wanted: set[int],
     ) -> tuple[Array, Array]:
-        if not isinstance(backend, SimulatorBackend):
+        if not supports_adjoint(backend):
             raise GradientMethodError(
                 f"adjoint differentiation needs the exact SimulatorBackend, not {backend.name!r}; "
                 "use method='parameter-shift' on other backends"
@@ -368,7 +430,9 @@ class QuantumGradientComputer:
                 "adjoint differentiation is exact and takes no shots; call it with shots=None "
                 "or use method='parameter-shift' to estimate gradients from shots"
             )
-        return await backend.adjoint_jacobian(circuit, values, obs, wrt=sorted(wanted))
+        adjoint = backend.adjoint_jacobian  # type: ignore[attr-defined]
+        result: tuple[Array, Array] = await adjoint(circuit, values, obs, wrt=sorted(wanted))
+        return result
 
 
 # --------------------------------------------------------------------------- validation

@@ -167,6 +167,11 @@ class QuantumModel:
                 circuit.cx(control, target)
         return circuit
 
+    def weighted_circuit(self, prefix: Circuit) -> Circuit:
+        """The circuit after ``prefix`` (e.g. a sample's state preparation), with no inputs:
+        what amplitude encoding runs per sample, its parameters the weights alone."""
+        return self._build(False, prefix)
+
     def layer_indices(self, layer: int) -> range:
         """Indices into :attr:`weights` of one layer."""
         if not 0 <= layer < self.layers:

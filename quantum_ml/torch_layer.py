@@ -51,16 +51,26 @@ class EvaluationRoute:
 
     backend: Backend
     loop: asyncio.AbstractEventLoop
+    #: Replaces each layer's gradient method (e.g. parameter shift on hardware).
+    gradient: QuantumGradientComputer | None = None
+    #: Replaces each layer's shots when given.
+    shots: int | None = None
 
 
 _route: ContextVar[EvaluationRoute | None] = ContextVar("qdb_torch_layer_route", default=None)
 
 
 @contextmanager
-def route_evaluations(backend: Backend, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+def route_evaluations(
+    backend: Backend,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    gradient: QuantumGradientComputer | None = None,
+    shots: int | None = None,
+) -> Iterator[None]:
     """Send every :class:`TorchQuantumLayer` evaluation in this context to ``backend`` on
     ``loop`` (worker threads started with ``asyncio.to_thread`` inherit the context)."""
-    token = _route.set(EvaluationRoute(backend, loop))
+    token = _route.set(EvaluationRoute(backend, loop, gradient, shots))
     try:
         yield
     finally:
@@ -319,14 +329,13 @@ class TorchQuantumLayer(torch.nn.Module):
         values[:, self._weight_index] = ws[None, :]
         wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
         route = _route.get()
-        coro = self.gradient.value_and_jacobian(
-            self.backend if route is None else route.backend,
-            self.circuit,
-            values,
-            self.observables,
-            shots=self.shots,
-            seed=self.seed,
-            wrt=wrt,
+        gradient, backend, shots = self.gradient, self.backend, self.shots
+        if route is not None:
+            backend = route.backend
+            gradient = route.gradient or gradient
+            shots = route.shots if route.shots is not None else shots
+        coro = gradient.value_and_jacobian(
+            backend, self.circuit, values, self.observables, shots=shots, seed=self.seed, wrt=wrt
         )
         out, jac = self._run(coro) if route is None else _on_loop(route.loop, coro)
         jac_x = np.ascontiguousarray(jac[:, :, self._input_index]) if need_x else None

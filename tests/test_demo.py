@@ -95,7 +95,7 @@ async def test_the_budget_bounds_the_training_spend_on_an_ionq_qpu(tmp_path: Pat
         jobs = (await session.scalars(select(JobRow))).all()
     # The step's circuits are on record as one job carrying every IonQ id, so a sweep
     # after a crash would ask IonQ what they cost instead of releasing the reservation.
-    (job,) = [j for j in jobs if j.id.startswith("train-")]
+    (job,) = [j for j in jobs if j.run_id is not None]
     assert job.status == "completed" and job.backend == "ionq-aria"
     assert set(job.provider_job_ids) == created and len(job.provider_job_ids) == n_jobs
     assert job.owner_id is not None

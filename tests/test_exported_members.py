@@ -68,6 +68,7 @@ SURFACE = {
         "vectorstores",
     ],
     "quantum_ml": [
+        "contracts",
         "encoders",
         "errors",
         "gradients",
@@ -76,6 +77,7 @@ SURFACE = {
         "optimizers",
         "torch_layer",
         "trainer",
+        "training",
     ],
 }
 #: Names a surface module lists for its siblings, deliberately not part of the package API.

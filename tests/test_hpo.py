@@ -78,7 +78,7 @@ async def test_grid_visits_every_combination_once_and_records_runs(tmp_path: Pat
         assert run.config["model"]["layers"] == trial.params["layers"]
         assert run.config["model"]["entanglement"] == trial.params["entanglement"]
         assert run.config["hpo"]["trial"] == trial.index
-        assert run.status == "completed"
+        assert run.status == "finished"
         assert trial.metrics["val_loss"] == trial.score
 
 

@@ -1,9 +1,8 @@
 """The trainer's books on a priced backend: a step that reached IonQ is never just released.
 
-The trainer sends its circuits to the backend itself, so it records each priced step as a
-job (with the connection's owner) before sending and collects the IonQ job ids as they are
-created. A step that fails after its jobs reached IonQ keeps its reservation, and the
-sweep after the owner is gone charges what the emulator billed.
+The trainer's circuits go through the BackendManager, which records each run as a job
+(with the connection's owner) before sending and collects the IonQ job ids as they are
+created. A step that fails after its jobs reached IonQ is charged what IonQ billed.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def aria(emulator: IonQEmulator) -> IonQBackend:
     )
 
 
-async def test_a_training_step_that_reached_ionq_is_charged_not_released(
+async def test_a_training_step_that_reached_ionq_is_charged_what_ionq_billed(
     tmp_path: Path, emulator: IonQEmulator
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'train.sqlite'}"
@@ -73,7 +72,7 @@ async def test_a_training_step_that_reached_ionq_is_charged_not_released(
             await QuantumTrainer(config, db, backend).fit(model, train, run_id="billing-run")
         async with db.registry.session() as session:
             (job,) = (await session.scalars(select(JobRow))).all()
-            kinds = (await session.scalars(select(LedgerRow.kind))).all()
+            rows = (await session.execute(select(LedgerRow.kind, LedgerRow.amount_usd))).all()
     created = set(emulator.jobs)
     # IonQ bills the jobs that ran; a sibling created as the step failed is cancelled
     # before it runs and costs nothing.
@@ -88,19 +87,18 @@ async def test_a_training_step_that_reached_ionq_is_charged_not_released(
         owner,
     )
     assert set(job.provider_job_ids) == created
-    assert list(kinds) == ["reservation"]
-    # Once the owner is gone (its lease expired at close, since it held the reservation),
-    # a sweep charges what IonQ billed.
+    # Every job had ended at IonQ when the step failed: the manager asked IonQ what they
+    # cost and charged exactly that, once; nothing was simply released.
+    assert [k for k, _ in rows] == ["reservation", "release", "charge"]
+    charges = [amount for kind, amount in rows if kind == "charge"]
+    assert len(charges) == 1 and math.isclose(charges[0], billed, rel_tol=1e-12)
+    assert math.isclose(job.actual_cost, billed, rel_tol=1e-12)
+    # A sweep after the owner is gone finds nothing left to settle.
     registry = Registry(url)
     manager = BackendManager({"ionq-aria": aria(emulator)}, fallback=None)
     try:
         summary = await sweep(registry, backends=manager)
-        assert (summary.charged, summary.released) == (1, 0)
-        assert math.isclose(summary.charged_usd, billed, rel_tol=1e-12)
-        async with registry.session() as session:
-            rows = (await session.execute(select(LedgerRow.kind, LedgerRow.amount_usd))).all()
-        charges = [amount for kind, amount in rows if kind == "charge"]
-        assert len(charges) == 1 and math.isclose(charges[0], billed, rel_tol=1e-12)
+        assert (summary.charged, summary.released) == (0, 0)
     finally:
         await manager.aclose()
         await registry.aclose()

@@ -54,7 +54,7 @@ _SCRIPT = textwrap.dedent(
             history = await trainer.fit(model, train, run_id=run_id)
             latest = await db.checkpoints.latest(run_id)
             status = (await db.runs.get(run_id)).status
-            np.save(out, trainer._flat(model))
+            np.save(out, np.concatenate([model.weights, model.head_weight.ravel(), model.head_bias]))
             print("done", history.steps, history.stop_reason, latest.step, status, flush=True)
 
     asyncio.run(main())
@@ -114,7 +114,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     again = _run(url, out)
     resumed = [int(x.split()[1]) for x in again.splitlines() if x.startswith("step ")]
     assert resumed[0] == int(ckpt) + 1 and resumed[-1] == total
-    assert again.split("done")[-1].split() == [str(total), "None", str(total), "completed"]
+    assert again.split("done")[-1].split() == [str(total), "None", str(total), "finished"]
     assert np.array_equal(np.load(out), np.load(reference))
 
 
