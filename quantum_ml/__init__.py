@@ -65,7 +65,20 @@ from .training import (
 )
 
 if TYPE_CHECKING:
+    from .hybrid import hybrid_classifier
     from .torch_layer import EvaluationRoute, TorchQuantumLayer, route_evaluations
+    from .torch_models import (
+        TorchModel,
+        TorchModelSpec,
+        freeze,
+        frozen_names,
+        load_torch_model,
+        spec_of,
+        torch_factory,
+        torch_registry_payload,
+        unfreeze,
+        with_spec,
+    )
 
 __all__ = [
     "CONTRACT_KEYS",
@@ -109,6 +122,8 @@ __all__ = [
     "StepCallback",
     "TorchLRScheduler",
     "TorchLayerError",
+    "TorchModel",
+    "TorchModelSpec",
     "TorchQuantumLayer",
     "TrainingConfig",
     "TrainingContext",
@@ -120,13 +135,22 @@ __all__ = [
     "check_encoding",
     "contract_differences",
     "entangling_pairs",
+    "freeze",
+    "frozen_names",
+    "hybrid_classifier",
+    "load_torch_model",
     "loss_and_grad",
     "optimizer_from_state",
     "request_key",
     "route_evaluations",
     "shift_rule",
+    "spec_of",
     "state_preparation_circuit",
     "supports_adjoint",
+    "torch_factory",
+    "torch_registry_payload",
+    "unfreeze",
+    "with_spec",
 ]
 
 #: Exported names whose modules are imported on first use (torch is an optional extra).
@@ -134,6 +158,17 @@ _LAZY: dict[str, str] = {
     "EvaluationRoute": ".torch_layer",
     "TorchQuantumLayer": ".torch_layer",
     "route_evaluations": ".torch_layer",
+    "hybrid_classifier": ".hybrid",
+    "TorchModel": ".torch_models",
+    "TorchModelSpec": ".torch_models",
+    "torch_factory": ".torch_models",
+    "with_spec": ".torch_models",
+    "spec_of": ".torch_models",
+    "torch_registry_payload": ".torch_models",
+    "load_torch_model": ".torch_models",
+    "freeze": ".torch_models",
+    "unfreeze": ".torch_models",
+    "frozen_names": ".torch_models",
 }
 
 

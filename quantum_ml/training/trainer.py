@@ -331,10 +331,12 @@ class QuantumTrainer:
                 owner_id=self.db.owner_id,
             )
         if state.encoding_override:
-            logger.warning(
-                "run %r trains on data whose encoding differs from the model's: %s",
+            # Recorded in the run: its alerts, and every checkpoint's state.
+            await self.db.alerts.raise_alert(
                 run_id,
-                "; ".join(state.encoding_override),
+                "encoding_override",
+                "trained with allow_encoding_mismatch=True on data encoded otherwise than the "
+                "model: " + "; ".join(state.encoding_override),
             )
 
         ctx = TrainingContext(
