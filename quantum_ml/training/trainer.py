@@ -541,8 +541,8 @@ class _Loop:
         await self.callbacks.call("on_stop", self.ctx, reason)
         print(f"[quantum-db] run {self.run_id!r}: {message}", file=sys.stderr, flush=True)
 
-    async def _account(self) -> None:
-        """The step's cost, and every job the manager had to degrade or send elsewhere."""
+    async def _account(self, step: int) -> None:
+        """The cost of ``step``'s jobs, and every one the manager degraded or sent elsewhere."""
         cost, _, degradations, fallbacks = self.backend.drain()
         s = self.state
         s.cost += cost
@@ -550,7 +550,7 @@ class _Loop:
         if degradations:
             s.degraded += len(degradations)
             await self.db.metrics.log(
-                self.run_id, {"degraded_jobs": float(len(degradations))}, s.step
+                self.run_id, {"degraded_jobs": float(len(degradations))}, step
             )
         for d in degradations:
             kind = d.how.split(":", 1)[0]
@@ -559,7 +559,7 @@ class _Loop:
                 await self.db.alerts.raise_alert(
                     self.run_id,
                     "budget_degraded",
-                    f"the budget ran short at step {s.step}: jobs on {d.backend} now run "
+                    f"the budget ran short at step {step}: jobs on {d.backend} now run "
                     f"degraded ({d.how}); training goes on",
                     metric_key="degraded_jobs",
                     value=float(len(degradations)),
@@ -570,7 +570,7 @@ class _Loop:
                 await self.db.alerts.raise_alert(
                     self.run_id,
                     "backend_fallback",
-                    f"{source} was unavailable at step {s.step}; its jobs ran on the fallback",
+                    f"{source} was unavailable at step {step}; its jobs ran on the fallback",
                 )
 
     async def run(self) -> None:
@@ -607,7 +607,7 @@ class _Loop:
                     self.rng.bit_generator.state = before_draw
                     await self.stop("budget", f"stopped at step {s.step} by the budget: {exc}")
                     return
-                await self._account()
+                await self._account(s.step + 1)
                 loss, grad_norm = result.loss, result.grad_norm
                 reason = None
                 if not math.isfinite(loss):
@@ -673,7 +673,7 @@ class _Loop:
             metrics["train_accuracy"] = s.correct / count
         if self.val is not None:
             val_loss, val_acc = await self.trainer._evaluate(self.task, self.val, 0)
-            await self._account()
+            await self._account(s.step)
             metrics["val_loss"] = val_loss
             if val_acc is not None:
                 metrics["val_accuracy"] = val_acc
