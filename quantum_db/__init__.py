@@ -4,6 +4,7 @@
 """
 
 from .accounting import SqlAccounting
+from .alerts import MAX_ALERT_MESSAGE_LENGTH, Alert, AlertStore
 from .checkpoints import Checkpoint, CheckpointInfo, CheckpointStore
 from .database import QuantumDatabase
 from .datasets import DEFAULT_SPLITS, Dataset, DatasetInfo, DatasetStore
@@ -39,7 +40,7 @@ from .errors import (
 from .loader import MLDataLoader
 from .metrics import MetricHistory, MetricsLogger, RejectedMetric
 from .models import ModelRegistry, ModelVersion, SupportsRegistry
-from .runs import RUN_STATUSES, RunInfo, RunStore
+from .runs import ENDED_RUN_STATUSES, MAX_REASON_LENGTH, RUN_STATUSES, RunInfo, RunStore
 from .settings import DEFAULT_DATABASE_FILE, Settings
 from .vectorstores import (
     LocalVectorStore,
@@ -53,7 +54,12 @@ from .vectorstores import (
 __all__ = [
     "DEFAULT_DATABASE_FILE",
     "DEFAULT_SPLITS",
+    "ENDED_RUN_STATUSES",
+    "MAX_ALERT_MESSAGE_LENGTH",
+    "MAX_REASON_LENGTH",
     "RUN_STATUSES",
+    "Alert",
+    "AlertStore",
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",

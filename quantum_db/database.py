@@ -17,6 +17,7 @@ from backends.errors import QuantumDBError
 from backends.ionq.targets import BACKEND_NAMES
 
 from .accounting import SqlAccounting
+from .alerts import AlertStore
 from .checkpoints import CheckpointStore
 from .datasets import Dataset, DatasetInfo, DatasetStore
 from .errors import ConfigurationError, DatabaseError, NotConnectedError
@@ -49,6 +50,7 @@ class _Open:
     checkpoints: CheckpointStore
     metrics: MetricsLogger
     runs: RunStore
+    alerts: AlertStore
     loaders: weakref.WeakSet[MLDataLoader]
     #: This connection's lease: the owner of what it reserves, sends and writes.
     lease: Lease | None = None
@@ -136,7 +138,8 @@ class QuantumDatabase:
                 metrics=MetricsLogger(
                     registry, flush_interval=self.settings.metrics_flush_interval_s
                 ),
-                runs=RunStore(registry),
+                runs=RunStore(registry, lease_ttl_s=self.settings.lease_ttl_s),
+                alerts=AlertStore(registry),
                 loaders=weakref.WeakSet(),
                 lease=lease,
             )
@@ -222,6 +225,10 @@ class QuantumDatabase:
     @property
     def runs(self) -> RunStore:
         return self._state().runs
+
+    @property
+    def alerts(self) -> AlertStore:
+        return self._state().alerts
 
     # ------------------------------------------------------------------ datasets
     async def store_training_data(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .errors import MetricError, RegistryError, RegistryUnavailableError
@@ -212,6 +212,23 @@ class MetricsLogger:
         )
         self.rejected.append(rejected)
         self._unreported.append(rejected)
+
+    async def truncate_after(self, run_id: str, step: int) -> int:
+        """Delete every metric of ``run_id`` logged at a step after ``step``; returns how
+        many rows went.
+
+        A resumed run calls it with its restored checkpoint's step, so that the values it
+        logs again replace those logged after the checkpoint (before a crash) instead of
+        repeating them. Values still buffered are written first, so those go too.
+        """
+        validate_run_id(run_id)
+        last_kept = check_int(step, "step", minimum=0, error=MetricError)
+        await self._write()
+        async with self._registry.session() as session:
+            deleted = await session.execute(
+                delete(MetricRow).where(MetricRow.run_id == run_id, MetricRow.step > last_kept)
+            )
+        return int(getattr(deleted, "rowcount", 0) or 0)
 
     async def history(self, run_id: str, key: str) -> MetricHistory:
         await self._write()

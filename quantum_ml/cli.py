@@ -18,6 +18,9 @@ from .demo import run_demo
 
 __all__ = ["main"]
 
+#: How much of a run's reason fits a line of ``qdb runs``.
+_REASON_WIDTH = 48
+
 
 def _version() -> str:
     try:
@@ -42,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="list stored datasets")
     datasets.add_argument(
         "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
+    runs = commands.add_parser(
+        "runs",
+        help="list training runs (runs whose process is gone are marked interrupted first)",
+    )
+    runs.add_argument(
+        "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
+    )
+    runs.add_argument(
+        "--status",
+        help="only runs in this status: running, finished, stopped, failed or interrupted",
     )
     health = commands.add_parser(
         "health", help="check that the database is reachable and its schema up to date"
@@ -161,6 +175,45 @@ async def _datasets(url: str | None) -> int:
             f"{i.name:<24} {i.version:>7} {i.n_samples:>9} {i.dim:>5} {i.label_kind:<10} {created}"
         )
     return 0
+
+
+async def _runs(url: str | None, status: str | None) -> int:
+    from quantum_db import RUN_STATUSES, QuantumDatabase
+
+    if status is not None and status not in RUN_STATUSES:
+        print(
+            f"qdb runs: --status must be one of {', '.join(RUN_STATUSES)}, got {status!r}",
+            file=sys.stderr,
+        )
+        return 2
+    # Like `qdb datasets`: never creates a database. Marking the runs of dead processes
+    # interrupted is the one write, so that the table tells the truth.
+    async with QuantumDatabase(url, create=False).connect() as db:
+        await db.runs.detect_interrupted()
+        infos = await db.runs.list(status)
+        last = await db.runs.last_steps()
+    if not infos:
+        print("no runs stored" if status is None else f"no {status} runs")
+        return 0
+    print(
+        f"{'run':<28} {'status':<11} {'reason':<{_REASON_WIDTH}} {'backend':<16} "
+        f"{'last step':>9} created"
+    )
+    for i in infos:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_at))
+        step = last.get(i.id)
+        reason = _shorten(i.reason or "-", _REASON_WIDTH)
+        print(
+            f"{i.id:<28} {i.status:<11} {reason:<{_REASON_WIDTH}} {i.backend or '-':<16} "
+            f"{'-' if step is None else step:>9} {created}"
+        )
+    return 0
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters (ending in "...")."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 async def _gc(url: str | None, cancel_running: bool) -> int:
@@ -310,6 +363,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_init(args.url))
     if args.command == "datasets":
         return asyncio.run(_datasets(args.url))
+    if args.command == "runs":
+        return asyncio.run(_runs(args.url, args.status))
     if args.command == "health":
         return asyncio.run(_health(args.url))
     if args.command == "gc":

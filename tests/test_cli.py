@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 
 from quantum_db import QuantumDatabase
+from quantum_db.registry.schema import LeaseRow
 
 from .clitools import qdb
 
@@ -23,7 +25,7 @@ def test_init_then_datasets(tmp_path: Path) -> None:
 
 
 def test_read_commands_create_nothing(tmp_path: Path) -> None:
-    for command in ("datasets", "health"):
+    for command in ("datasets", "health", "runs"):
         out = qdb(command, cwd=tmp_path)
         assert out.returncode == 2
         assert out.stderr == (
@@ -40,6 +42,71 @@ async def test_datasets_lists_what_is_stored(tmp_path: Path) -> None:
     out = qdb("datasets", "--url", url, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert re.search(r"iris-like\s+1\s+30\s+4\s+class", out.stdout)
+
+
+async def test_runs_lists_runs_after_marking_the_dead_ones_interrupted(
+    tmp_path: Path, database_url: str
+) -> None:
+    url = database_url
+    async with QuantumDatabase(url).connect() as db:
+        async with db.registry.session() as session:
+            session.add(LeaseRow(id="d" * 32, host="h", pid=1, expires_at=time.time() - 5))
+        await db.runs.create("done", backend="simulator")
+        await db.metrics.log("done", {"loss": 0.1}, step=40)
+        await db.runs.finish("done", "finished")
+        await db.runs.create("broke", backend="ionq-aria")
+        await db.runs.finish("broke", "failed", "RuntimeError: " + "very long error " * 20)
+        await db.runs.create("orphan", owner_id="d" * 32)
+        await db.checkpoints.save("orphan", 12, {"x": 1})
+
+    out = qdb("runs", "--url", url, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert re.match(r"run\s+status\s+reason\s+backend\s+last step\s+created$", lines[0])
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["done", "finished"],
+        ["broke", "failed"],
+        ["orphan", "interrupted"],
+    ]
+    date = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.match(rf"done\s+finished\s+-\s+simulator\s+40\s+{date}$", lines[1])
+    # The reason is cut to fit one line.
+    assert re.match(
+        rf"broke\s+failed\s+RuntimeError: very long error very long error\.\.\.\s+ionq-aria\s+-\s+"
+        rf"{date}$",
+        lines[2],
+    )
+    assert re.match(r"orphan\s+interrupted\s+the process training it .*\.\.\.\s+-\s+12\s", lines[3])
+    async with QuantumDatabase(url, create=False).connect() as db:
+        orphan = await db.runs.get("orphan")
+    assert orphan.status == "interrupted" and "d" * 32 in (orphan.reason or "")
+
+    failed = qdb("runs", "--url", url, "--status", "failed", cwd=tmp_path)
+    assert failed.returncode == 0, failed.stderr
+    assert [line.split()[0] for line in failed.stdout.splitlines()[1:]] == ["broke"]
+    none = qdb("runs", "--url", url, "--status", "running", cwd=tmp_path)
+    assert (none.returncode, none.stdout) == (0, "no running runs\n")
+
+
+async def test_runs_bad_status_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'q.sqlite'}"
+    async with QuantumDatabase(url).connect() as db:
+        async with db.registry.session() as session:
+            session.add(LeaseRow(id="e" * 32, host="h", pid=1, expires_at=time.time() - 5))
+        await db.runs.create("orphan", owner_id="e" * 32)
+    bad = qdb("runs", "--url", url, "--status", "completed", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == (
+        "qdb runs: --status must be one of running, finished, stopped, failed, interrupted, "
+        "got 'completed'\n"
+    )
+    async with QuantumDatabase(url, create=False).connect() as db:
+        assert (await db.runs.get("orphan")).status == "running"  # nothing was detected
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert qdb("init", cwd=empty).returncode == 0
+    out = qdb("runs", cwd=empty)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "no runs stored\n", "")
 
 
 def test_bad_url_is_a_clear_error(tmp_path: Path) -> None:

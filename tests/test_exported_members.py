@@ -56,6 +56,7 @@ SURFACE = {
     ],
     "quantum_db": [
         "accounting",
+        "alerts",
         "checkpoints",
         "database",
         "datasets",
