@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import BackendError, BudgetExceededError, InvalidBudgetError, ReservationLostError
 
+# ``Attachment`` and ``ENDED_JOB_STATUSES`` are public too; they join ``__all__`` once the
+# package's ``__init__`` re-exports them.
 __all__ = [
     "Accounting",
     "Budget",
@@ -70,6 +72,8 @@ class JobRecord:
 
     ``owner_id`` is the lease of the process that sent it (``None``: the accounting's own
     owner, if it has one); ``provider_job_ids`` lists every id the provider returned.
+    ``request_key`` names what the job computes (see ``BackendManager.run``), so that a
+    restarted caller finds the job again instead of sending it twice.
     """
 
     id: str
@@ -87,6 +91,30 @@ class JobRecord:
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     owner_id: str | None = None
+    request_key: str | None = None
+
+
+#: Statuses of a job whose run has ended with every submission settled: its owner
+#: touches it no more, so the same owner may re-attach to it. (An ``unknown`` job never
+#: is re-attached to: one of its submissions may have created a job nobody knows the id
+#: of, and its reservation must stay for that one until it expires.)
+ENDED_JOB_STATUSES = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A job taken over by a caller that asked for it again by its request key.
+
+    ``job`` is its record, now owned by the caller and ``running``; ``reserved`` says
+    whether its reservation is still open (now held by the caller), ``charged`` what has
+    been charged for it so far (a sweep may have settled it), and ``budget`` the budget
+    it was reserved against (``None``: it never was).
+    """
+
+    job: JobRecord
+    reserved: bool
+    charged: float
+    budget: Budget | None
 
 
 #: Where a backend reports each provider job id the moment the provider returns it; the
@@ -177,6 +205,27 @@ class Accounting(Protocol):
         """
         ...
 
+    async def find_attachable(self, request_key: str) -> JobRecord | None:
+        """The newest job recorded under ``request_key`` that reached its provider (it has
+        provider job ids) and that nobody else is running: its owner is gone (its lease
+        expired or is absent), or it is this accounting's own owner and the job has
+        ended (:data:`ENDED_JOB_STATUSES`). Never an ``unknown`` one. ``None`` when
+        there is none.
+        """
+        ...
+
+    async def take_over(self, job: JobRecord) -> Attachment | None:
+        """Make this accounting's owner the owner of ``job`` (as :meth:`find_attachable`
+        returned it) and mark it ``running``, in one step with the check that it is still
+        attachable and unchanged, so that of two callers only one takes it. The open
+        reservation, if any, moves to the new owner with it. ``None``: someone else took
+        it first, or it changed meanwhile.
+
+        A closed reservation may be reopened afterwards by :meth:`reserve` with the same
+        job id (for what the new owner has to submit again).
+        """
+        ...
+
 
 class InMemoryAccounting:
     """A process-local ledger: correct across tasks of one event loop, not across processes."""
@@ -186,6 +235,10 @@ class InMemoryAccounting:
         self._limits: dict[str, float] = {}
         self._charged: dict[str, float] = {}
         self._reserved: dict[str, tuple[str, float]] = {}
+        #: Per job: the budget it was reserved against and what it was charged.
+        self._job_budget: dict[str, str] = {}
+        self._job_charged: dict[str, float] = {}
+        self._by_key: dict[str, list[str]] = {}
         self.jobs: dict[str, JobRecord] = {}
 
     async def reserve(self, budget: Budget, job_id: str, amount: float) -> None:
@@ -203,6 +256,7 @@ class InMemoryAccounting:
                     f"${max(limit - exposure, 0.0):.4f} of ${limit:.2f} left"
                 )
             self._reserved[job_id] = (budget.name, amount)
+            self._job_budget[job_id] = budget.name
 
     def _exposure(self, name: str) -> float:
         held = sum(a for b, a in self._reserved.values() if b == name)
@@ -213,6 +267,7 @@ class InMemoryAccounting:
             entry = self._reserved.pop(job_id, None)
             if entry is not None:
                 self._charged[entry[0]] = self._charged.get(entry[0], 0.0) + actual
+                self._job_charged[job_id] = self._job_charged.get(job_id, 0.0) + actual
 
     async def release(self, job_id: str) -> None:
         async with self._lock:
@@ -223,6 +278,11 @@ class InMemoryAccounting:
             return self._exposure(budget.name)
 
     async def record_job(self, job: JobRecord) -> None:
+        self._keep(job)
+
+    def _keep(self, job: JobRecord) -> None:
+        if job.id not in self.jobs and job.request_key is not None:
+            self._by_key.setdefault(job.request_key, []).append(job.id)
         self.jobs[job.id] = job
 
     async def record_provider_job(self, job_id: str, provider_job_id: str) -> None:
@@ -235,7 +295,36 @@ class InMemoryAccounting:
             if reserved and job.id not in self._reserved:
                 raise ReservationLostError(f"job {job.id} has no open reservation; nothing sent")
             job.status = "running"
-            self.jobs[job.id] = job
+            self._keep(job)
+
+    async def find_attachable(self, request_key: str) -> JobRecord | None:
+        # One process, one owner: only jobs whose run has ended can be taken over.
+        found = [
+            job
+            for job in (self.jobs[i] for i in self._by_key.get(request_key, ()))
+            if job.provider_job_ids and job.status in ENDED_JOB_STATUSES
+        ]
+        if not found:
+            return None
+        newest = max(found, key=lambda job: job.created_at)
+        return replace(newest, provider_job_ids=list(newest.provider_job_ids))
+
+    async def take_over(self, job: JobRecord) -> Attachment | None:
+        async with self._lock:
+            current = self.jobs.get(job.id)
+            if current is None or current.status != job.status:
+                return None
+            if current.status not in ENDED_JOB_STATUSES:
+                return None
+            current.status = "running"
+            name = self._job_budget.get(job.id)
+            budget = None if name is None else Budget(usd=self._limits[name], name=name)
+            return Attachment(
+                job=replace(current, provider_job_ids=list(current.provider_job_ids)),
+                reserved=job.id in self._reserved,
+                charged=self._job_charged.get(job.id, 0.0),
+                budget=budget,
+            )
 
     def open_reservations(self) -> int:
         return len(self._reserved)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -71,6 +71,11 @@ def provider_bill(found: Sequence[ProviderJob], estimate: float) -> float:
     if any(p.status == "completed" and p.cost_usd is None for p in found):
         amount = max(amount, estimate)
     return float(amount)
+
+
+#: Awaited by :meth:`Backend.reattach` with the estimated cost (USD) of the jobs it is
+#: about to submit, before any is sent; it may refuse by raising (e.g. the budget is spent).
+SubmitHook = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +297,28 @@ class Backend(abc.ABC):
     async def cancel_job(self, provider_job_id: str) -> None:
         """Ask the provider to cancel one of its jobs (where :meth:`supports_job_lookup`)."""
         raise BackendError(f"{self.name} cannot cancel provider jobs")
+
+    def supports_reattach(self) -> bool:
+        """Whether :meth:`reattach` can finish a run from the provider jobs it had sent."""
+        return False
+
+    async def reattach(
+        self,
+        request: RunRequest,
+        provider_job_ids: Sequence[str],
+        *,
+        before_submit: SubmitHook | None = None,
+    ) -> RunResult:
+        """Finish ``request`` from provider jobs an earlier run of it created.
+
+        The result is the one :meth:`run` would return. Jobs still queued, running or
+        completed at the provider are waited for and read, never sent again; only the
+        parts of the request with no such job are submitted, once, after
+        ``before_submit`` was awaited with their estimated cost. Backends whose provider
+        keeps jobs override this and :meth:`supports_reattach`; by default it is not
+        supported (a BackendManager then simply runs the request again).
+        """
+        raise BackendError(f"{self.name} cannot re-attach to provider jobs; run the job again")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the backend holds (threads, connections)."""

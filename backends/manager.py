@@ -9,12 +9,20 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from numpy.typing import ArrayLike
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from .accounting import Accounting, Budget, InMemoryAccounting, JobRecord, provider_job_sink
-from .base import Backend, RunResult, provider_bill
+from .accounting import (
+    Accounting,
+    Attachment,
+    Budget,
+    InMemoryAccounting,
+    JobRecord,
+    provider_job_sink,
+)
+from .base import Backend, RunRequest, RunResult, provider_bill
 from .circuit import Circuit
 from .errors import (
     BackendError,
@@ -99,6 +107,77 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientBackendError) and not isinstance(exc, SubmissionUnknownError)
 
 
+def _check_request_key(request_key: object) -> None:
+    # Stored in a 64-character column on both dialects; PostgreSQL refuses NUL in text.
+    if request_key is not None and (
+        not isinstance(request_key, str)
+        or not 1 <= len(request_key) <= 64
+        or not request_key.isprintable()
+    ):
+        raise BackendError(
+            "request_key must be a printable string of 1-64 characters (e.g. a hex digest of "
+            f"what the job computes), got {request_key!r}"
+        )
+
+
+def _check_wrt(wrt: object, num_parameters: int) -> None:
+    if wrt is None:
+        return
+    if isinstance(wrt, str | bytes) or not isinstance(wrt, Sequence):
+        raise BackendError(f"wrt must be a sequence of parameter indices, got {wrt!r}")
+    for index in wrt:
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int | np.integer)
+            or not 0 <= index < num_parameters
+        ):
+            raise BackendError(
+                f"wrt must list parameter indices in 0..{num_parameters - 1}, got {index!r}"
+            )
+
+
+def _reattach_note(metadata: Mapping[str, Any], charged: float) -> str:
+    """What the job's record says about how it was finished."""
+    parts = [f"re-attached to {metadata.get('attached_jobs', 0)} provider job(s) of an earlier run"]
+    resubmitted = metadata.get("resubmitted") or []
+    if resubmitted:
+        ended = metadata.get("ended_provider_jobs") or {}
+        why = "; ".join(f"{slot}: {ended.get(slot, 'no result')}" for slot in resubmitted)
+        parts.append(f"resubmitted {', '.join(resubmitted)} ({why})")
+    submitted = metadata.get("submitted") or []
+    if submitted:
+        parts.append(f"submitted {', '.join(submitted)} (no job of the earlier run found)")
+    lost = metadata.get("lost_provider_jobs") or []
+    if lost:
+        parts.append(f"the provider no longer knows {', '.join(lost)}")
+    if charged > 0:
+        parts.append(f"${charged:.4f} of it had been charged before (by a sweep or its run)")
+    return "; ".join(parts)
+
+
+@runtime_checkable
+class _AdjointBackend(Protocol):
+    """A backend that offers exact adjoint differentiation (the built-in simulator)."""
+
+    def validate(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None = None,
+        observables: Sequence[ObservableLike] | ObservableLike | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+    ) -> RunRequest: ...
+
+    async def adjoint_jacobian(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        *,
+        wrt: Sequence[int] | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+
+
 def representative_circuit(num_qubits: int, depth: int) -> Circuit:
     """A circuit of the given width and depth for pricing before the real one exists:
     each layer a rotation on every qubit and a CNOT chain."""
@@ -123,6 +202,10 @@ class BackendManager:
     :class:`~backends.retry.RetryPolicy`) only for backends that do not retry their own
     calls (``Backend.supports_own_retries``). A :class:`SubmissionUnknownError` is never
     retried nor sent elsewhere: the job is recorded ``unknown`` and keeps its reservation.
+
+    A job run with a ``request_key`` can be found again: a caller that restarts after a
+    crash and asks for the same key re-attaches to the provider jobs sent before (see
+    :meth:`run`) instead of paying for them twice.
     """
 
     def __init__(
@@ -270,8 +353,21 @@ class BackendManager:
         backend: str | None = None,
         budget: Budget | None = None,
         run_id: str | None = None,
+        request_key: str | None = None,
     ) -> RunResult:
-        """Run a job on ``backend`` (or the best one), under ``budget``, with retries."""
+        """Run a job on ``backend`` (or the best one), under ``budget``, with retries.
+
+        ``request_key`` (1-64 printable characters, e.g. a hex digest of the run id,
+        circuit, bindings, observables, shots and seed) names what the job computes and
+        is recorded with it. When a job recorded under the same key reached its provider
+        and nobody else is running it (its owner is gone, or it is this accounting's own
+        job and its run has ended; see :meth:`Accounting.find_attachable`), that job is
+        taken over instead of sent again: its provider jobs are waited for and read, only
+        the parts without a live provider job are submitted (once), and its reservation is
+        settled with what it cost, exactly once; what a sweep already charged for it is
+        not charged again. The result's metadata then says ``reattached: True``. Backends
+        that cannot re-attach (``Backend.supports_reattach``) run the job anew.
+        """
         if backend is not None and not isinstance(backend, str):
             raise UnknownBackendError(
                 f"backend must be a backend's name (a string), got {backend!r}; the names "
@@ -285,6 +381,21 @@ class BackendManager:
             raise BackendError(
                 f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
             )
+        _check_request_key(request_key)
+        if request_key is not None:
+            attached = await self._reattach(
+                request_key,
+                backend,
+                circuit,
+                parameter_values,
+                observables,
+                shots,
+                seed,
+                budget,
+                run_id,
+            )
+            if attached is not None:
+                return attached
         name = backend
         if name is None:
             spent = await self.accounting.exposure(budget) if budget is not None else 0.0
@@ -293,7 +404,15 @@ class BackendManager:
             ).chosen.name
         try:
             return await self._run_on(
-                name, circuit, parameter_values, observables, shots, seed, budget, run_id
+                name,
+                circuit,
+                parameter_values,
+                observables,
+                shots,
+                seed,
+                budget,
+                run_id,
+                request_key,
             )
         except BackendUnavailableError as exc:
             fallback = self.fallback
@@ -303,7 +422,15 @@ class BackendManager:
                 "backend %s is unavailable (%s); falling back to %s", name, exc, fallback
             )
             result = await self._run_on(
-                fallback, circuit, parameter_values, observables, shots, seed, budget, run_id
+                fallback,
+                circuit,
+                parameter_values,
+                observables,
+                shots,
+                seed,
+                budget,
+                run_id,
+                request_key,
             )
             return replace(result, metadata={**result.metadata, "fallback_from": name})
 
@@ -317,6 +444,7 @@ class BackendManager:
         seed: int | None,
         budget: Budget | None,
         run_id: str | None,
+        request_key: str | None = None,
     ) -> RunResult:
         entry = self._entries.get(name)
         if entry is None:
@@ -339,6 +467,7 @@ class BackendManager:
             batch_size=request.batch_size,
             estimated_cost=cost,
             run_id=run_id,
+            request_key=request_key,
         )
         reserved = False
         if budget is not None and cost > 0:
@@ -364,6 +493,7 @@ class BackendManager:
                             seed,
                             budget,
                             run_id,
+                            request_key,
                         ),
                         notes,
                     )
@@ -377,6 +507,7 @@ class BackendManager:
                         seed,
                         budget,
                         run_id,
+                        request_key,
                     ),
                     notes,
                 )
@@ -429,6 +560,240 @@ class BackendManager:
             },
         )
 
+    # ------------------------------------------------------------------ re-attach
+    async def _reattach(
+        self,
+        request_key: str,
+        backend: str | None,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike | None,
+        shots: int | None,
+        seed: int | None,
+        budget: Budget | None,
+        run_id: str | None,
+    ) -> RunResult | None:
+        """Finish the job recorded under ``request_key``, if one can be taken over;
+        ``None``: there is none (or it cannot be), the job is to be run as usual."""
+        found = await self.accounting.find_attachable(request_key)
+        if found is None:
+            return None
+        entry = self._entries.get(found.backend)
+        if entry is None or not entry.backend.supports_reattach():
+            logger.info(
+                "job %s of request key %s ran on %r, which cannot re-attach here; running it anew",
+                found.id,
+                request_key,
+                found.backend,
+            )
+            return None
+        notes: dict[str, Any] = {}
+        same, used_shots = self._attached_shots(found, backend, shots, notes)
+        if not same:
+            return None
+        request = entry.backend.validate(circuit, parameter_values, observables, used_shots, seed)
+        if found.circuit_hash != circuit.content_hash() or found.batch_size != request.batch_size:
+            logger.warning(
+                "request key %s names job %s of another circuit or batch size; running anew "
+                "(a request key must name one computation)",
+                request_key,
+                found.id,
+            )
+            return None
+        attachment = await self.accounting.take_over(found)
+        if attachment is None:  # taken by another caller first, or changed meanwhile
+            logger.info("job %s of request key %s was taken over by another", found.id, request_key)
+            return None
+        logger.info(
+            "re-attaching to job %s (request key %s, %d provider job(s))",
+            found.id,
+            request_key,
+            len(found.provider_job_ids),
+        )
+        result = await self._run_attached(entry, request, attachment, budget, run_id)
+        return replace(result, metadata={**result.metadata, **notes})
+
+    def _attached_shots(
+        self, found: JobRecord, backend: str | None, shots: int | None, notes: dict[str, Any]
+    ) -> tuple[bool, int | None]:
+        """Whether ``found`` is this request's job, and the shots to re-attach with.
+
+        A job the degrade policy sent with fewer shots, or to another backend, is still
+        the one the request made.
+        """
+        steps = self.degrade.steps
+        if backend is not None and backend != found.backend:
+            if found.backend != self.fallback and "cheaper_backend" not in steps:
+                return False, shots
+            notes["fallback_from"] = backend
+        if found.shots == shots:
+            return True, shots
+        if (
+            shots is not None
+            and found.shots is not None
+            and found.shots < shots
+            and "fewer_shots" in steps
+        ):
+            notes["degraded"] = f"fewer_shots: {found.shots}"
+            return True, found.shots
+        return False, shots
+
+    async def _run_attached(
+        self,
+        entry: _Entry,
+        request: RunRequest,
+        attachment: Attachment,
+        budget: Budget | None,
+        run_id: str | None,
+    ) -> RunResult:
+        job = attachment.job
+        if run_id is not None:
+            job.run_id = run_id
+        charged = attachment.charged
+        reserved = attachment.reserved
+        # What has to be submitted again is reserved first, against the job's own budget
+        # (or the caller's): a reservation a sweep closed is reopened for it.
+        reserve_in = attachment.budget or budget
+
+        async def before_submit(cost: float) -> None:
+            nonlocal reserved
+            if not reserved and reserve_in is not None and cost > 0:
+                await self._reserve(reserve_in, job, cost)
+                reserved = True
+            await self.accounting.mark_sending(job, reserved=reserved)
+
+        started = time.monotonic()
+        submissions: list[asyncio.Future[Any]] = []
+        try:
+            if entry.semaphore is None:
+                entry.semaphore = asyncio.Semaphore(entry.concurrency)
+            async with entry.semaphore:
+                job.queue_latency_s = time.monotonic() - started
+                began = time.monotonic()
+                with provider_job_sink(self._provider_ids(job), submissions.append):
+                    result = await entry.backend.reattach(
+                        request, list(job.provider_job_ids), before_submit=before_submit
+                    )
+                job.run_latency_s = time.monotonic() - began
+        except SubmissionUnknownError as exc:
+            job.status = "unknown"
+            job.error = f"{type(exc).__name__}: {exc}"[:2000]
+            await asyncio.shield(self.accounting.record_job(job))
+            raise
+        except BaseException as exc:
+            job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            job.error = f"re-attached, then {type(exc).__name__}: {exc}"[:2000]
+            await asyncio.shield(
+                self._finish_failed(entry.backend, job, reserved, submissions, charged)
+            )
+            raise
+        for provider_id in result.metadata.get("provider_job_ids") or ():
+            if str(provider_id) not in job.provider_job_ids:
+                job.provider_job_ids.append(str(provider_id))
+        bill = await self._attached_bill(entry.backend, job, result, charged)
+        job.status = "completed"
+        job.actual_cost = bill
+        job.error = _reattach_note(result.metadata, charged)[:2000]
+        await asyncio.shield(self._finish(job, reserved, max(bill - charged, 0.0)))
+        return replace(
+            result,
+            metadata={
+                **result.metadata,
+                "reattached": True,
+                "job_id": job.id,
+                "backend_name": job.backend,
+                "estimated_cost_usd": job.estimated_cost,
+            },
+        )
+
+    async def _attached_bill(
+        self, backend: Backend, job: JobRecord, result: RunResult, charged: float
+    ) -> float:
+        """What a re-attached job cost in all: what its provider bills for every provider
+        job it made (the earlier owner's included), else what the backend computes; and
+        never less than what was charged before plus what was submitted now (a job the
+        provider no longer knows is billed all the same)."""
+        computed = float(result.metadata.get("cost_usd", job.estimated_cost))
+        submitted = float(result.metadata.get("submitted_cost_usd", 0.0))
+        if job.estimated_cost <= 0 and computed <= 0 and submitted <= 0:
+            return 0.0
+        billed = await self._provider_charge(backend, job)
+        return max(computed if billed is None else billed, charged + submitted)
+
+    # ------------------------------------------------------------------ adjoint
+    async def adjoint_jacobian(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        *,
+        backend: str,
+        wrt: Sequence[int] | None = None,
+        run_id: str | None = None,
+        request_key: str | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Exact expectations ``[B, K]`` and their Jacobian ``[B, K, P]`` by adjoint
+        differentiation on ``backend`` (one that offers it: the built-in simulator), recorded
+        as a (free) job like :meth:`run` records one. See
+        :meth:`SimulatorBackend.adjoint_jacobian`.
+        """
+        if not isinstance(backend, str):
+            raise UnknownBackendError(
+                f"backend must be a backend's name (a string), got {backend!r}; the names "
+                f"adjoint_jacobian(backend=...) accepts here: {', '.join(self._entries) or 'none'}"
+            )
+        target = self.get(backend)
+        if not isinstance(target, _AdjointBackend):
+            raise BackendError(
+                f"{backend!r} ({type(target).__name__}) offers no adjoint differentiation; use "
+                "the built-in simulator, or parameter-shift gradients through run()"
+            )
+        if run_id is not None and (
+            not isinstance(run_id, str) or not 1 <= len(run_id) <= 128 or not run_id.isprintable()
+        ):
+            raise BackendError(
+                f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
+            )
+        _check_request_key(request_key)
+        # Every input is checked before anything is recorded.
+        request = target.validate(circuit, parameter_values, observables)
+        if not request.observables:
+            raise BackendError("adjoint differentiation needs at least one observable")
+        _check_wrt(wrt, circuit.num_parameters)
+        entry = self._entries[backend]
+        job = JobRecord(
+            id=uuid.uuid4().hex,
+            backend=backend,
+            circuit_hash=circuit.content_hash(),
+            shots=None,
+            batch_size=request.batch_size,
+            estimated_cost=0.0,
+            run_id=run_id,
+            request_key=request_key,
+        )
+        submitted = time.monotonic()
+        try:
+            await self.accounting.record_job(job)
+            if entry.semaphore is None:
+                entry.semaphore = asyncio.Semaphore(entry.concurrency)
+            async with entry.semaphore:
+                started = time.monotonic()
+                job.queue_latency_s = started - submitted
+                await self.accounting.mark_sending(job, reserved=False)
+                out = await target.adjoint_jacobian(
+                    request.circuit, request.parameter_values, list(request.observables), wrt=wrt
+                )
+                job.run_latency_s = time.monotonic() - started
+        except BaseException as exc:
+            job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            job.error = f"{type(exc).__name__}: {exc}"[:2000]
+            await asyncio.shield(self.accounting.record_job(job))
+            raise
+        job.status = "completed"
+        job.actual_cost = 0.0
+        await asyncio.shield(self.accounting.record_job(job))
+        return out
+
     async def _reserve(self, budget: Budget, job: JobRecord, cost: float) -> None:
         """Reserve, so that a cancellation at any moment can never leave a reservation behind.
 
@@ -471,7 +836,10 @@ class BackendManager:
         job: JobRecord,
         reserved: bool,
         submissions: Sequence[asyncio.Future[Any]],
+        charged: float = 0.0,
     ) -> None:
+        """Settle a job whose run failed or was cancelled; ``charged``: what was already
+        charged for it (a re-attached job a sweep had settled)."""
         if reserved and not job.provider_job_ids:
             in_flight = [f for f in submissions if not f.done()]
             if in_flight:
@@ -489,11 +857,11 @@ class BackendManager:
                     await self.accounting.record_job(job)
                     return
         if reserved and job.provider_job_ids:
-            await self._finish_reached(backend, job)
+            await self._finish_reached(backend, job, charged)
         else:
             await self._finish(job, reserved, None)
 
-    async def _finish_reached(self, backend: Backend, job: JobRecord) -> None:
+    async def _finish_reached(self, backend: Backend, job: JobRecord, charged: float = 0.0) -> None:
         """Close a failed job that reached its provider with what the provider bills.
 
         When the provider cannot say yet (a job still running, no lookup, the provider
@@ -508,7 +876,7 @@ class BackendManager:
             await self.accounting.record_job(job)
             return
         job.actual_cost = actual
-        await self._finish(job, True, actual)
+        await self._finish(job, True, max(actual - charged, 0.0))
 
     @staticmethod
     async def _provider_charge(backend: Backend, job: JobRecord) -> float | None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backends.accounting import Budget, JobRecord
+from backends.accounting import ENDED_JOB_STATUSES, Attachment, Budget, JobRecord
 from backends.errors import BudgetExceededError, ReservationLostError
 from backends.retry import retry_async
 
 from .errors import DataValidationError
+from .leases import live_owner_ids
 from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import BudgetRow, JobRow, LedgerRow
 
@@ -37,6 +39,9 @@ class SqlAccounting:
 
     ``owner_id`` (the connection's lease) tags every reservation and job row this
     accounting writes; the sweeper reclaims those of owners whose lease has expired.
+    A job of a gone owner can be taken over (:meth:`take_over`) by a caller that asks for
+    it again by its request key; a reservation closed by a sweep can then be reopened by
+    :meth:`reserve` under the same job id for what has to be submitted again.
     """
 
     def __init__(self, registry: Registry, *, owner_id: str | None = None) -> None:
@@ -103,17 +108,24 @@ class SqlAccounting:
         *,
         job_status: str | None = None,
         note: str | None = None,
+        expect: tuple[str | None, str] | None = None,
     ) -> bool:
         """Close ``job_id``'s reservation: charge ``actual`` (``None``: charge nothing).
 
         Returns whether this call closed it (False: nothing reserved, or already closed).
         With ``job_status``, the job's row gets that status, ``actual`` as its cost and
-        ``note`` as its error, in the same transaction (what the sweeper does).
+        ``note`` as its error, in the same transaction (what the sweeper does). With
+        ``expect`` (an owner and a status), it closes nothing unless the job's row still
+        has them: a sweep that decided on a job someone has since taken over leaves it.
         """
         async with self._registry.session() as session:
             reservation, closed = await _locked_reservation(session, job_id)
             if reservation is None:
                 return False
+            if expect is not None:
+                row = await session.get(JobRow, job_id, populate_existing=True)
+                if row is None or (row.owner_id, row.status) != expect:
+                    return False
             if closed:
                 if actual is not None and job_status is None:
                     await self._late_charge(session, reservation, actual)
@@ -194,9 +206,12 @@ class SqlAccounting:
             query = query.where(LedgerRow.budget_id == budget.name)
         async with self._registry.session() as session:
             rows = (await session.execute(query)).all()
-        reserved = {r.job_id for r in rows if r.kind == "reservation"}
-        closed = {r.job_id for r in rows if r.kind == "release"}
-        return len(reserved - closed)
+        # A job's reservation may be reopened (see take_over): count, not sets.
+        balance: dict[str | None, int] = {}
+        for r in rows:
+            step = {"reservation": 1, "release": -1}.get(r.kind, 0)
+            balance[r.job_id] = balance.get(r.job_id, 0) + step
+        return sum(1 for n in balance.values() if n > 0)
 
     async def record_job(self, job: JobRecord) -> None:
         async with self._registry.session() as session:
@@ -234,6 +249,8 @@ class SqlAccounting:
         row.provider_job_ids = known + [i for i in job.provider_job_ids if i not in known]
         if row.owner_id is None:
             row.owner_id = job.owner_id or self.owner_id
+        if job.request_key is not None:
+            row.request_key = job.request_key
         row.estimated_cost = job.estimated_cost
         row.actual_cost = job.actual_cost
         row.queue_latency_s = job.queue_latency_s
@@ -257,6 +274,64 @@ class SqlAccounting:
             if row.status == "queued":  # it has reached the provider; never an ended status
                 row.status = "running"
 
+    async def find_attachable(self, request_key: str) -> JobRecord | None:
+        async with self._registry.session() as session:
+            rows = (
+                await session.scalars(
+                    select(JobRow)
+                    .where(JobRow.request_key == request_key)
+                    .order_by(JobRow.created_at.desc())
+                )
+            ).all()
+            # Read last, as the sweeper does: an owner that renews meanwhile counts as live.
+            live = await live_owner_ids(session) if rows else set()
+        for row in rows:
+            if row.provider_job_ids and self._may_take(row, live):
+                return _record_of(row)
+        return None
+
+    def _may_take(self, row: JobRow, live: set[str]) -> bool:
+        if row.status == "unknown":
+            return False  # kept reserved for a job whose id may never have come back
+        if row.owner_id == self.owner_id or row.owner_id is None:
+            # This owner's own job (or one without an owner, whose liveness nothing
+            # tells): only once its run has ended, never while it may still be in flight.
+            return row.status in ENDED_JOB_STATUSES
+        return row.owner_id not in live
+
+    async def take_over(self, job: JobRecord) -> Attachment | None:
+        async with self._registry.session() as session:
+            # The budget's lock first, the one a sweep's close takes: either the sweep
+            # closed the reservation before (it is seen closed here) or it sees the new
+            # owner afterwards and leaves the job (see close(expect=...)).
+            reservation, closed = await _locked_reservation(session, job.id)
+            row = await session.get(JobRow, job.id, with_for_update=True, populate_existing=True)
+            if row is None or (row.owner_id, row.status) != (job.owner_id, job.status):
+                return None
+            if not self._may_take(row, await live_owner_ids(session)):
+                return None
+            row.owner_id = self.owner_id
+            row.status = "running"
+            row.updated_at = time.time()
+            reserved = reservation is not None and not closed
+            if reserved:
+                assert reservation is not None
+                reservation.owner_id = self.owner_id
+            charged = await session.scalar(
+                select(func.coalesce(func.sum(LedgerRow.amount_usd), 0.0)).where(
+                    LedgerRow.job_id == job.id, LedgerRow.kind == "charge"
+                )
+            )
+            budget: Budget | None = None
+            if reservation is not None:
+                budget_row = await session.get(BudgetRow, reservation.budget_id)
+                if budget_row is not None:
+                    budget = Budget(usd=budget_row.limit_usd, name=budget_row.id)
+            record = _record_of(row)
+        return Attachment(
+            job=record, reserved=reserved, charged=float(charged or 0.0), budget=budget
+        )
+
     async def jobs(self, *, run_id: str | None = None) -> list[JobRow]:
         query = select(JobRow).order_by(JobRow.created_at)
         if run_id is not None:
@@ -268,24 +343,59 @@ class SqlAccounting:
         return f"SqlAccounting({self._registry!r}, owner_id={self.owner_id!r})"
 
 
-async def _locked_reservation(session: AsyncSession, job_id: str) -> tuple[LedgerRow | None, bool]:
-    """``job_id``'s reservation (``None``: none) and whether it has been released.
+def _record_of(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        backend=row.backend,
+        circuit_hash=row.circuit_hash,
+        shots=row.shots,
+        batch_size=row.batch_size,
+        estimated_cost=row.estimated_cost,
+        run_id=row.run_id,
+        status=row.status,
+        provider_job_ids=[str(i) for i in (row.provider_job_ids or [])],
+        actual_cost=row.actual_cost,
+        queue_latency_s=row.queue_latency_s,
+        run_latency_s=row.run_latency_s,
+        error=row.error,
+        created_at=row.created_at,
+        owner_id=row.owner_id,
+        request_key=row.request_key,
+    )
 
-    The budget's row is locked before the release is looked for, so of two transactions
-    that close (or send) the same job, the second sees what the first did.
+
+async def _locked_reservation(session: AsyncSession, job_id: str) -> tuple[LedgerRow | None, bool]:
+    """``job_id``'s latest reservation (``None``: none) and whether it has been released.
+
+    The budget's row is locked before the releases are counted, so of two transactions
+    that close (or send) the same job, the second sees what the first did. A job whose
+    reservation was reopened (see :meth:`SqlAccounting.take_over`) has several; it is
+    open while it has more reservations than releases.
     """
+
+    def of_kind(kind: str) -> Any:
+        return (LedgerRow.job_id == job_id) & (LedgerRow.kind == kind)
+
+    first = await session.scalar(select(LedgerRow.budget_id).where(of_kind("reservation")).limit(1))
+    if first is None:
+        return None, False
+    await session.get(BudgetRow, first, with_for_update=True)
+    # Read again under the lock: a reservation reopened meanwhile is the one to close.
     reservation = await session.scalar(
         select(LedgerRow)
-        .where(LedgerRow.job_id == job_id, LedgerRow.kind == "reservation")
+        .where(of_kind("reservation"))
+        .order_by(LedgerRow.id.desc())
         .limit(1)
+        .execution_options(populate_existing=True)
     )
-    if reservation is None:
-        return None, False
-    await session.get(BudgetRow, reservation.budget_id, with_for_update=True)
-    released = await session.scalar(
-        select(LedgerRow.id).where(LedgerRow.job_id == job_id, LedgerRow.kind == "release").limit(1)
+    assert reservation is not None
+    rows = await session.execute(
+        select(LedgerRow.kind, func.count())
+        .where(LedgerRow.job_id == job_id, LedgerRow.kind.in_(("reservation", "release")))
+        .group_by(LedgerRow.kind)
     )
-    return reservation, released is not None
+    counts = {str(kind): int(n) for kind, n in rows.all()}
+    return reservation, counts.get("release", 0) >= counts.get("reservation", 0)
 
 
 async def _mark_job(

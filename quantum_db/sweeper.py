@@ -21,6 +21,10 @@ A reservation its owner gave up on (status ``failed``, ``cancelled`` or ``unknow
 run ended after the job reached the provider) is settled the same way by any sweep, even
 while the owner lives.
 
+A job a restarted caller has taken over meanwhile (``BackendManager.run`` with the job's
+request key; see :meth:`SqlAccounting.take_over`) belongs to a live owner again: a sweep
+that had already decided on it closes nothing.
+
 Money is never released for a job that may still bill, so reclaiming cannot overspend.
 Each reclaim is one transaction that locks the budget's row and closes the reservation
 only if nobody has (see :meth:`SqlAccounting.close`), so sweeps from several processes
@@ -194,10 +198,13 @@ async def sweep(
                 charge.amount,
                 job_status=charge.status if job is not None else None,
                 note=charge.note,
+                # Unless someone took the job over meanwhile (BackendManager.run with its
+                # request key): it is theirs to settle then.
+                expect=(job.owner_id, job.status) if job is not None else None,
             )
             if not closed:
-                continue  # another sweep (or the owner) closed it first
-        elif not await _mark_unfinished(registry, job_id, charge):
+                continue  # another sweep (or the owner) closed it first, or it was taken
+        elif job is None or not await _mark_unfinished(registry, job, charge):
             continue
         if charge.status == "expired":
             tally.expired += 1
@@ -373,12 +380,18 @@ async def _lookup(
     return found
 
 
-async def _mark_unfinished(registry: Registry, job_id: str, charge: _Charge) -> bool:
-    """A job without a reservation (free, or run without a budget): only its row changes."""
+async def _mark_unfinished(registry: Registry, job: JobRow, charge: _Charge) -> bool:
+    """A job without a reservation (free, or run without a budget): only its row changes,
+    and only while it is as the sweep read it (not taken over meanwhile)."""
     async with registry.session() as session:
         result = await session.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status.in_(UNFINISHED_JOB_STATUSES))
+            .where(
+                JobRow.id == job.id,
+                JobRow.status == job.status,
+                JobRow.owner_id == job.owner_id,
+                JobRow.status.in_(UNFINISHED_JOB_STATUSES),
+            )
             .values(
                 status=charge.status,
                 actual_cost=charge.amount,

@@ -30,9 +30,9 @@ request is acted on or, with ``after_serving=True``, after it was: a job created
 a 500), ``disconnect_next``, ``refuse_connections`` / ``accept_connections`` (the port
 held but not listening: connections are refused and nothing is sent), ``fail_jobs``
 (jobs that end ``failed`` with a message), ``slow_jobs`` (time spent ``submitted`` then
-``started``), ``hang_jobs`` (jobs that never finish). Every request is logged (method,
-API path, query, the status the client saw, parsed body) so tests can assert what was
-sent.
+``started``), ``hang_jobs`` (jobs that never finish, until ``release_jobs`` lets them).
+Every request is logged (method, API path, query, the status the client saw, parsed
+body) so tests can assert what was sent.
 """
 
 from __future__ import annotations
@@ -327,9 +327,19 @@ class IonQEmulator:
         self.run_s = run_s
 
     def hang_jobs(self, count: int = 1) -> None:
-        """The next ``count`` jobs created never leave ``submitted``."""
+        """The next ``count`` jobs created never leave ``submitted`` (until released)."""
         with self._lock:
             self._hangs += count
+
+    def release_jobs(self, *job_ids: str) -> None:
+        """Jobs still ``submitted`` (hung or slowed; all of them, or those named) start
+        now: they are ``started`` for their ``run_s``, then end."""
+        now = time.monotonic()
+        with self._lock:
+            for job in self._jobs.values():
+                named = not job_ids or job.id in job_ids or job.parent in job_ids
+                if named and now - job.created < job.queue_s:
+                    job.queue_s = now - job.created
 
     def clear_faults(self) -> None:
         with self._lock:

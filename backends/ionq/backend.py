@@ -14,16 +14,25 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import SecretStr
 
-from ..base import Backend, Capabilities, ProviderJob, ProviderJobStatus, RunRequest, RunResult
+from ..base import (
+    Backend,
+    Capabilities,
+    ProviderJob,
+    ProviderJobStatus,
+    RunRequest,
+    RunResult,
+    SubmitHook,
+)
 from ..circuit import Circuit
 from ..errors import (
     BackendError,
     BackendUnavailableError,
     CredentialsError,
+    JobFailedError,
     MissingDependencyError,
     ShotsError,
 )
-from ..observables import ObservableLike, as_observables
+from ..observables import ObservableLike, PauliTerm, as_observables
 from ..settings import IONQ_KEY_VARIABLES, IonQSettings
 from ..simulator.statevector import pauli_terms
 from .driver import INSTALL_HINT, Driver, JobSpec
@@ -44,7 +53,7 @@ from .targets import (
     IonQTarget,
     normalize_api_url,
 )
-from .translate import NATIVE_GATES, DriverName, group_terms, job_circuit, lower
+from .translate import NATIVE_GATES, DriverName, MeasurementGroup, group_terms, job_circuit, lower
 
 __all__ = ["IonQBackend"]
 
@@ -65,6 +74,23 @@ class _Job:
     binding: int
     group: int
     circuit: Circuit
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A run as the jobs it is made of, and what reading their results needs."""
+
+    jobs: list[_Job]
+    specs: list[JobSpec]
+    seed: int
+    shots: int
+    terms: list[PauliTerm]
+    weights: NDArray[np.float64] | None
+    groups: list[MeasurementGroup]
+
+
+#: IonQ's statuses of a job that changes no more.
+_ENDED_STATUSES = frozenset({"completed", "failed", "canceled", "cancelled", "deleted"})
 
 
 class IonQBackend(Backend):
@@ -278,6 +304,107 @@ class IonQBackend(Backend):
         if self._closed:
             raise BackendError(f"this {type(self).__name__} is closed; create a new one")
         started = time.perf_counter()
+        plan = self._plan(request)
+        ids: list[str] = []
+        distributions: list[Distribution] = []
+        if plan.jobs:  # observables of identities alone need no job
+            driver = await self._ready()
+            distributions = await self._runner.run(
+                driver,
+                [(job.circuit, spec) for job, spec in zip(plan.jobs, plan.specs, strict=True)],
+                ids,
+            )
+        return self._result(request, plan, distributions, ids, started)
+
+    # ------------------------------------------------------------------ re-attach
+    def supports_reattach(self) -> bool:
+        """True: IonQ keeps jobs, and each one's name tells which part of a run it is."""
+        return True
+
+    async def reattach(
+        self,
+        request: RunRequest,
+        provider_job_ids: Sequence[str],
+        *,
+        before_submit: SubmitHook | None = None,
+    ) -> RunResult:
+        """Finish ``request`` from the IonQ jobs an earlier run of it created.
+
+        Each job is read (``GET /jobs/{id}``) and placed by its name (``qdb {circuit}
+        b{binding} g{group}``). A part whose job is queued, running or completed is
+        waited for and read, never sent again; a part whose job ended ``failed`` or
+        ``canceled`` is submitted once more (``resubmitted`` in the metadata), as is a
+        part with no job of this run (``submitted``; e.g. the earlier run never sent it,
+        or IonQ no longer knows its job: ``lost_provider_jobs``). Jobs that fail from here
+        on fail the run as in :meth:`run`. A live job of another run among the ids is an
+        error: nothing is then sent.
+        """
+        if self._closed:
+            raise BackendError(f"this {type(self).__name__} is closed; create a new one")
+        started = time.perf_counter()
+        plan = self._plan(request)
+        slot_of = {spec.name: index for index, spec in enumerate(plan.specs)}
+        driver = await self._ready()
+        live: dict[int, tuple[str, str]] = {}  # slot -> (IonQ id, status)
+        ended: dict[int, str] = {}  # slot -> why its job gave no result
+        lost: list[str] = []
+        for provider_id in dict.fromkeys(str(i) for i in provider_job_ids):
+            try:
+                state = await self._runner.call(
+                    driver.status, provider_id, idempotent=True, operation="status"
+                )
+            except JobFailedError:  # a 404 (or another refusal): IonQ no longer has it
+                lost.append(provider_id)
+                continue
+            slot = slot_of.get(state.name or "")
+            status = state.status.lower()
+            if slot is None:
+                if status not in _ENDED_STATUSES:
+                    raise BackendError(
+                        f"IonQ job {provider_id} ({state.name!r}, {status}) is not one of the "
+                        "jobs of this run, yet it was recorded for it; nothing was sent. "
+                        "Was the same request key used for another computation?"
+                    )
+                continue
+            if status in _ENDED_STATUSES - {"completed"}:
+                ended.setdefault(slot, f"{provider_id} ended {status}")
+                continue
+            # Of two live jobs for one part (not made by this package), a completed one wins.
+            if slot not in live or (status == "completed" and live[slot][1] != "completed"):
+                live[slot] = (provider_id, status)
+        missing = [index for index in range(len(plan.jobs)) if index not in live]
+        submitted_cost = sum(
+            self._job_cost(plan.jobs[index].circuit, plan.shots) for index in missing
+        )
+        if missing and before_submit is not None:
+            await before_submit(submitted_cost)
+        ids: list[str] = []
+        distributions = await self._runner.resume(
+            driver,
+            [
+                (job.circuit, spec, live[index][0] if index in live else None)
+                for index, (job, spec) in enumerate(zip(plan.jobs, plan.specs, strict=True))
+            ],
+            ids,
+        )
+        result = self._result(
+            request, plan, distributions, [*dict.fromkeys([*provider_job_ids, *ids])], started
+        )
+        label = [f"b{job.binding} g{max(job.group, 0)}" for job in plan.jobs]
+        result.metadata.update(
+            reattached=True,
+            attached_jobs=len(live),
+            resubmitted=[label[index] for index in missing if index in ended],
+            submitted=[label[index] for index in missing if index not in ended],
+            lost_provider_jobs=lost,
+            ended_provider_jobs={label[index]: why for index, why in ended.items()},
+            submitted_cost_usd=submitted_cost,
+        )
+        return result
+
+    # ------------------------------------------------------------------ results
+    def _plan(self, request: RunRequest) -> _Plan:
+        """Every job ``request`` is made of, with the specs they are (or were) sent with."""
         seed = request.seed
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
@@ -297,14 +424,25 @@ class IonQBackend(Backend):
                     for g, group in enumerate(groups)
                 )
         shots = request.shots if request.shots is not None else _EXACT_MODE_SHOTS
-        ids: list[str] = []
-        distributions: list[Distribution] = []
-        if jobs:  # observables of identities alone need no job
-            driver = await self._ready()
-            specs = self._specs(jobs, shots, seed, circuit)
-            distributions = await self._runner.run(
-                driver, [(job.circuit, spec) for job, spec in zip(jobs, specs, strict=True)], ids
-            )
+        return _Plan(
+            jobs=jobs,
+            specs=self._specs(jobs, shots, seed, circuit),
+            seed=seed,
+            shots=shots,
+            terms=terms,
+            weights=weights,
+            groups=groups,
+        )
+
+    def _result(
+        self,
+        request: RunRequest,
+        plan: _Plan,
+        distributions: Sequence[Distribution],
+        ids: list[str],
+        started: float,
+    ) -> RunResult:
+        circuit, jobs, shots, seed = request.circuit, plan.jobs, plan.shots, plan.seed
         metadata: dict[str, Any] = {
             "target": self.target.name,
             "driver": self.driver_name,
@@ -331,6 +469,7 @@ class IonQBackend(Backend):
                 counts=counts,
                 metadata=metadata,
             )
+        terms, weights, groups = plan.terms, plan.weights, plan.groups
         assert weights is not None
         values = np.ones((request.batch_size, len(terms)))  # identity terms stay 1
         for job, dist in zip(jobs, distributions, strict=True):
@@ -382,7 +521,11 @@ class IonQBackend(Backend):
                 noise_model=self.noise_model,
                 noise_seed=None if self._exact else _noise_seed(seed, job.binding, job.group),
                 error_mitigation=self.error_mitigation,
-                metadata={"qdb_circuit": tag, "qdb_binding": str(job.binding)},
+                metadata={
+                    "qdb_circuit": tag,
+                    "qdb_binding": str(job.binding),
+                    "qdb_group": str(max(job.group, 0)),
+                },
             )
             for job in jobs
         ]

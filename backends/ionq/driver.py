@@ -58,10 +58,14 @@ class JobState:
     status: str
     failure: str | None = None
     results_url: str | None = None
+    #: The ``name`` and ``metadata`` the job was created with (how a re-attaching run
+    #: tells which of its parts a job is).
+    name: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 def job_state(job_id: str, data: object) -> JobState:
-    """Read status, failure and result URL from a v0.4 job object."""
+    """Read status, failure, result URL, name and metadata from a v0.4 job object."""
     if not isinstance(data, Mapping):
         return JobState(job_id, "unknown", failure=f"unexpected job payload {data!r:.200}")
     failure = data.get("failure")
@@ -77,7 +81,18 @@ def job_state(job_id: str, data: object) -> JobState:
         probabilities = results.get("probabilities")
         if isinstance(probabilities, Mapping) and isinstance(probabilities.get("url"), str):
             url = probabilities["url"]
-    return JobState(str(data.get("id", job_id)), str(data.get("status", "unknown")), message, url)
+    name = data.get("name")
+    metadata = data.get("metadata")
+    return JobState(
+        str(data.get("id", job_id)),
+        str(data.get("status", "unknown")),
+        message,
+        url,
+        name=name if isinstance(name, str) else None,
+        metadata={str(k): str(v) for k, v in metadata.items()}
+        if isinstance(metadata, Mapping)
+        else {},
+    )
 
 
 def retry_after_seconds(headers: Any) -> float | None:

@@ -106,28 +106,38 @@ class JobRunner:
         self, driver: Driver, jobs: Sequence[tuple[Circuit, JobSpec]], ids: list[str]
     ) -> list[Distribution]:
         """Run ``jobs`` concurrently; each id is appended to ``ids`` as soon as it is known."""
+        return await self.resume(driver, [(circuit, spec, None) for circuit, spec in jobs], ids)
+
+    async def resume(
+        self,
+        driver: Driver,
+        jobs: Sequence[tuple[Circuit, JobSpec, str | None]],
+        ids: list[str],
+    ) -> list[Distribution]:
+        """Like :meth:`run`, where a job given with an IonQ job id is not submitted: that
+        job (created earlier) is waited for and read. New ids are appended to ``ids``."""
         gate = self._gate()
         out: list[Distribution | None] = [None] * len(jobs)
 
-        async def one(index: int, circuit: Circuit, spec: JobSpec) -> None:
+        async def one(index: int, circuit: Circuit, spec: JobSpec, job_id: str | None) -> None:
             async with gate:
-                out[index] = await self._run_one(driver, circuit, spec, ids)
+                if job_id is None:
+                    job_id = await self._submit(driver, circuit, spec, ids)
+                out[index] = await self._collect(driver, circuit, job_id)
 
         # A failing job cancels its siblings, and each cancels its remote job.
         try:
             async with asyncio.TaskGroup() as group:
-                for index, (circuit, spec) in enumerate(jobs):
-                    group.create_task(one(index, circuit, spec))
+                for index, (circuit, spec, job_id) in enumerate(jobs):
+                    group.create_task(one(index, circuit, spec, job_id))
         except BaseExceptionGroup as failed:
             # Callers catch the package's errors, not groups: raise the first failure.
             first = _first_error(failed)
             raise first from first.__cause__
         return [d for d in out if d is not None]
 
-    async def _run_one(
-        self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]
-    ) -> Distribution:
-        job_id = await self._submit(driver, circuit, spec, ids)
+    async def _collect(self, driver: Driver, circuit: Circuit, job_id: str) -> Distribution:
+        """Wait for a created job and read its result; cancel it if the wait is abandoned."""
         try:
             state = await self._wait(driver, job_id)
         except JobFailedError as exc:
