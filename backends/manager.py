@@ -731,12 +731,16 @@ class BackendManager:
         wrt: Sequence[int] | None = None,
         run_id: str | None = None,
         request_key: str | None = None,
+        budget: Budget | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Exact expectations ``[B, K]`` and their Jacobian ``[B, K, P]`` by adjoint
         differentiation on ``backend`` (one that offers it: the built-in simulator), recorded
-        as a (free) job like :meth:`run` records one. See
-        :meth:`SimulatorBackend.adjoint_jacobian`.
+        as a job like :meth:`run` records one. It is priced as an exact run of the same
+        bindings (free on the built-in simulator), reserved under ``budget`` before it
+        starts and charged when it ends. See :meth:`SimulatorBackend.adjoint_jacobian`.
         """
+        if budget is not None and not isinstance(budget, Budget):
+            raise InvalidBudgetError(f"budget must be a Budget(usd=..., name=...), got {budget!r}")
         if not isinstance(backend, str):
             raise UnknownBackendError(
                 f"backend must be a backend's name (a string), got {backend!r}; the names "
@@ -761,16 +765,23 @@ class BackendManager:
             raise BackendError("adjoint differentiation needs at least one observable")
         _check_wrt(wrt, circuit.num_parameters)
         entry = self._entries[backend]
+        cost = target.estimate_run_cost(
+            request.circuit, None, list(request.observables), request.batch_size
+        )
         job = JobRecord(
             id=uuid.uuid4().hex,
             backend=backend,
             circuit_hash=circuit.content_hash(),
             shots=None,
             batch_size=request.batch_size,
-            estimated_cost=0.0,
+            estimated_cost=cost,
             run_id=run_id,
             request_key=request_key,
         )
+        reserved = False
+        if budget is not None and cost > 0:
+            await self._reserve(budget, job, cost)
+            reserved = True
         submitted = time.monotonic()
         try:
             await self.accounting.record_job(job)
@@ -779,7 +790,7 @@ class BackendManager:
             async with entry.semaphore:
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
-                await self.accounting.mark_sending(job, reserved=False)
+                await self.accounting.mark_sending(job, reserved=reserved)
                 out = await target.adjoint_jacobian(
                     request.circuit, request.parameter_values, list(request.observables), wrt=wrt
                 )
@@ -787,11 +798,12 @@ class BackendManager:
         except BaseException as exc:
             job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             job.error = f"{type(exc).__name__}: {exc}"[:2000]
-            await asyncio.shield(self.accounting.record_job(job))
+            # A local computation bills nothing when it fails: its reservation is released.
+            await asyncio.shield(self._finish(job, reserved, None))
             raise
         job.status = "completed"
-        job.actual_cost = 0.0
-        await asyncio.shield(self.accounting.record_job(job))
+        job.actual_cost = cost
+        await asyncio.shield(self._finish(job, reserved, cost))
         return out
 
     async def _reserve(self, budget: Budget, job: JobRecord, cost: float) -> None:

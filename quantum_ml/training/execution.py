@@ -167,8 +167,7 @@ class ManagedBackend(Backend):
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The simulator's exact adjoint jacobian, recorded as a (free) job by the manager."""
         values = as_parameter_values(circuit, parameter_values)
-        self._tally.jobs += 1
-        return await self.manager.adjoint_jacobian(
+        out = await self.manager.adjoint_jacobian(
             circuit,
             values,
             observables,
@@ -176,7 +175,11 @@ class ManagedBackend(Backend):
             wrt=wrt,
             run_id=self.run_id,
             request_key=self._key(circuit, values, observables, None, None),
+            budget=self.budget,
         )
+        self._tally.jobs += 1
+        self._tally.cost_usd += self.inner.estimate_run_cost(circuit, None, observables, len(values))
+        return out
 
     def drain(self) -> tuple[float, int, list[Degradation], list[str]]:
         """``(cost_usd, jobs, degradations, fallbacks)`` since the last drain."""
