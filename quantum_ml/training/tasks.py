@@ -95,6 +95,9 @@ class ModelTask(abc.ABC):
         """The encoding contract the model was trained with, if it has one."""
         return None
 
+    def seed_everything(self, seed: int) -> None:  # noqa: B027 - optional hook
+        """Seed the global generators the model draws from, as a fresh run starts."""
+
     def check_signature(self, saved: Mapping[str, Any], run_id: str) -> None:
         mine = self.signature()
         if dict(saved) != mine:

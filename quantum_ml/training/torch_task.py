@@ -245,6 +245,15 @@ class TorchModuleTask(ModelTask):
         result: tuple[float, int | None] = await self._in_thread(run)
         return result
 
+    def seed_everything(self, seed: int) -> None:
+        """Seed torch's, NumPy's and Python's global generators from the run's seed, as a
+        fresh run starts (what dropout and other layers draw from: torch seeds its own
+        generator at random in every process). A resumed run restores them instead."""
+        derived = np.random.SeedSequence([seed, 0x7071]).generate_state(3, dtype=np.uint32)
+        torch.manual_seed(int(derived[0]))
+        np.random.seed(int(derived[1]))
+        random.seed(int(derived[2]))
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))

@@ -319,10 +319,12 @@ class QuantumTrainer:
             # Rows written after the checkpoint are written again: replace, never duplicate.
             await self.db.metrics.truncate_after(run_id, state.step)
             await self.db.runs.start(run_id, self.db.owner_id)
-        elif await self.db.runs.exists(run_id):
+        elif await self.db.runs.exists(run_id):  # started, killed before its first checkpoint
+            task.seed_everything(c.seed)
             await self.db.metrics.truncate_after(run_id, 0)
             await self.db.runs.start(run_id, self.db.owner_id)
         else:
+            task.seed_everything(c.seed)
             await self.db.runs.create(
                 run_id,
                 config=c.to_dict(),
