@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--backend", help="backend to train on (default: the cheapest that fits the budget)"
     )
+    demo.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="train a torch model, Linear -> TorchQuantumLayer -> Linear, instead",
+    )
     tour = commands.add_parser("tour", help="a tour of the built-in simulator")
     tour.add_argument("--qubits", type=int, default=6, help="width of the demo circuit (2-20)")
     tour.add_argument("--layers", type=int, default=3, help="variational layers (1-10)")
@@ -306,6 +311,20 @@ def _demo(args: argparse.Namespace) -> int:
     # Every option is checked before a folder is made or the database opened.
     asyncio.run(check_demo_options(budget_usd=args.budget, backend=args.backend))
     _make_database_folder(args.url)
+    if args.hybrid:
+        from .hybrid_demo import run_hybrid_demo
+
+        hybrid = asyncio.run(
+            run_hybrid_demo(args.url, budget_usd=args.budget, backend=args.backend)
+        )
+        if hybrid.test_accuracy is None:
+            print(
+                f"qdb demo: stopped by the budget after spending ${hybrid.cost_usd:.4f} "
+                f"of ${args.budget:g}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0 if hybrid.test_accuracy >= 0.9 else 1
     result = asyncio.run(run_training_demo(args.url, budget_usd=args.budget, backend=args.backend))
     if result.test_accuracy is None:
         print(

@@ -9,39 +9,59 @@ and rebuilt from the registry to check it.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from backends import Budget
+from backends.errors import BudgetExceededError
 from quantum_db import QuantumDatabase
 from quantum_db.errors import ModelNotFoundError
 
 from .hybrid import hybrid_classifier
 from .torch_models import TorchModel
 from .trainer import QuantumTrainer, TrainingConfig
-from .training_demo import check_demo_options, two_moons
+from .training_demo import DEMO_SHOTS, check_demo_options, two_moons
 
 __all__ = ["HYBRID_MODEL_NAME", "HybridDemoResult", "run_hybrid_demo"]
 
 HYBRID_MODEL_NAME = "moons-hybrid"
-_QUBITS, _LAYERS = 4, 2
+_QUBITS, _LAYERS = 4, 3
 
 
 @dataclass(frozen=True, slots=True)
 class HybridDemoResult:
-    test_accuracy: float
-    model_version: int
+    #: ``None`` when the budget stopped the run before a model was registered.
+    test_accuracy: float | None
+    model_version: int | None
     run_id: str
+    backend: str
     elapsed_s: float
+    cost_usd: float
     stop_reason: str | None
 
 
-async def run_hybrid_demo(url: str | None = None, *, verbose: bool = True) -> HybridDemoResult:
-    """Two moons -> database -> hybrid torch model trained on the simulator -> registered."""
+async def run_hybrid_demo(
+    url: str | None = None,
+    *,
+    budget_usd: float = 5.0,
+    backend: str | None = None,
+    verbose: bool = True,
+) -> HybridDemoResult:
+    """Two moons -> database -> hybrid torch model -> registered.
+
+    The quantum layer's circuits run on ``backend`` (default: the built-in simulator, exact
+    adjoint gradients) through the BackendManager, each job reserved against a budget of
+    ``budget_usd`` first; on a backend without an exact mode they take ``DEMO_SHOTS``
+    shots and parameter-shift gradients.
+    """
     start = time.perf_counter()
     say = print if verbose else (lambda *_: None)
-    await check_demo_options(budget_usd=0.0, backend="simulator")
+    backend = backend or "simulator"
+    await check_demo_options(budget_usd=budget_usd, backend=backend)
+    budget = Budget(usd=float(budget_usd), name=f"qdb-demo-{uuid.uuid4().hex[:12]}")
     X, y = two_moons()
     X = np.hstack([X, X])
     async with QuantumDatabase(url).connect() as db:
@@ -56,15 +76,21 @@ async def run_hybrid_demo(url: str | None = None, *, verbose: bool = True) -> Hy
         say(f"dataset {info.name!r} v{info.version}: {info.n_samples} samples")
         net = hybrid_classifier(n_features=4, n_qubits=_QUBITS, layers=_LAYERS, seed=0)
         say(f"model: {net}")
+        chosen = db.backend_manager.get(backend)
+        shots = None if chosen.capabilities.supports_exact else DEMO_SHOTS
+        say(f"backend {backend}" + (f", {shots} shots per circuit" if shots else ""))
         config = TrainingConfig(
             optimizer="Adam",
             learning_rate=0.05,
             loss="cross_entropy",
-            epochs=12,
+            epochs=20,
             checkpoint_every=10,
             seed=0,
-            patience=4,
+            patience=6,
             min_delta=1e-3,
+            shots=shots,
+            budget_usd=budget.usd,
+            budget_name=budget.name,
         )
         loader = {
             split: db.create_ml_data_loader(
@@ -72,8 +98,8 @@ async def run_hybrid_demo(url: str | None = None, *, verbose: bool = True) -> Hy
             )
             for split in ("train", "validation", "test")
         }
-        run_id = f"moons-hybrid-v{info.version}"
-        trainer = QuantumTrainer(config, db)
+        run_id = f"moons-hybrid-v{info.version}-{backend}"
+        trainer = QuantumTrainer(config, db, backend)
         history = await trainer.fit(
             net, loader["train"], validation=loader["validation"], run_id=run_id
         )
@@ -81,8 +107,18 @@ async def run_hybrid_demo(url: str | None = None, *, verbose: bool = True) -> Hy
             history.epochs, history.train_loss, history.val_accuracy, strict=True
         ):
             say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
-        _, accuracy = await trainer.evaluate(net, loader["test"])
-        assert accuracy is not None
+        accuracy: float | None = None
+        if history.stop_reason != "budget":
+            try:
+                _, accuracy = await trainer.evaluate(net, loader["test"])
+            except BudgetExceededError as exc:
+                say(f"the test pass does not fit the budget: {exc}")
+        spent = await db.backend_manager.accounting.exposure(budget)
+        if accuracy is None:
+            say("stopped by the budget: no model registered (a larger --budget resumes the run)")
+            return HybridDemoResult(
+                None, None, run_id, backend, time.perf_counter() - start, spent, "budget"
+            )
         try:
             latest = await db.models.get(HYBRID_MODEL_NAME)
             found = latest if latest.provenance.get("run_id") == run_id else None
@@ -110,5 +146,8 @@ async def run_hybrid_demo(url: str | None = None, *, verbose: bool = True) -> Hy
         f"model {HYBRID_MODEL_NAME!r} v{found.version} (from run {run_id}); rebuilt from the "
         f"registry: {'same outputs' if same else 'DIFFERENT outputs'}"
     )
+    say(f"spent ${spent:.4f} of the ${budget.usd:g} budget on {backend}")
     say(f"test accuracy: {accuracy:.3f}  ({elapsed:.1f} s)")
-    return HybridDemoResult(accuracy, found.version, run_id, elapsed, history.stop_reason)
+    return HybridDemoResult(
+        accuracy, found.version, run_id, backend, elapsed, spent, history.stop_reason
+    )

@@ -106,3 +106,32 @@ async def test_the_budget_bounds_the_training_spend_on_an_ionq_qpu(tmp_path: Pat
     assert charged <= budget  # 0 overspend
     assert budget - charged < charged  # and a second step truly did not fit
     assert f"spent ${charged:.4f} of the $20000 budget on ionq-aria" in out.stdout
+
+
+@pytest.mark.slow
+async def test_the_hybrid_demo_trains_registers_and_resumes_a_torch_model(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hybrid.sqlite'}"
+    first = qdb("demo", "--hybrid", "--url", url, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "TorchQuantumLayer(circuit='qmodel-4x3'" in first.stdout
+    assert "rebuilt from the registry: same outputs" in first.stdout
+    accuracy = re.compile(r"^test accuracy: (\S+)", re.M)
+    assert float(accuracy.findall(first.stdout)[0]) >= 0.9
+    second = qdb("demo", "--hybrid", "--url", url, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert accuracy.findall(second.stdout) == accuracy.findall(first.stdout)
+    async with QuantumDatabase(url).connect() as db:
+        assert await db.models.list_versions("moons-hybrid") == [1]
+        version = await db.models.get("moons-hybrid")
+        assert version.architecture["kind"] == "torch"
+        assert version.architecture["factory"] == "quantum_ml.hybrid:hybrid_classifier"
+        run = await db.runs.get("moons-hybrid-v1-simulator")
+        assert run.status in ("finished", "stopped")
+        steps = (await db.metrics.history(run.id, "loss")).steps
+        # The second call resumed the finished run: no step was taken or logged twice.
+        assert list(steps) == list(range(1, len(steps) + 1))
+        async with db.registry.session() as session:
+            jobs = await session.scalar(
+                select(func.count()).select_from(JobRow).where(JobRow.run_id == run.id)
+            )
+        assert jobs and jobs >= len(steps)  # every layer evaluation went through the manager
