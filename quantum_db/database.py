@@ -401,7 +401,7 @@ async def _close_connection(state: _Open | None) -> None:
                 await loader.load()
             except Exception:
                 logger.warning("loader over %r could not be read before closing", loader.name)
-        loader._detach()
+        loader.detach()
     if state.lease is not None:
         await release_lease(state.lease)
     await _close_parts(

@@ -87,7 +87,7 @@ class MLDataLoader:
                 self._x, self._y, self._info = x, y, dataset.info
         return self
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
         """Called when the database closes: an unloaded loader can no longer load."""
         self._source = None
 
