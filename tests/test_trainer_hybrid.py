@@ -9,6 +9,7 @@ change nothing stored.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -340,3 +341,29 @@ async def test_resuming_with_another_architecture_says_to_start_a_new_run(
         with pytest.raises(ResumeMismatchError, match="other settings.*epochs"):
             await QuantumTrainer(config, db).fit(hybrid_module(9), train, run_id="arch")
         assert await counts(db) == before
+
+
+# ---------------------------------------------------------------- optimizers and backends
+async def test_an_optimizer_factory_and_another_backend(tmp_path: Path) -> None:
+    made: list[Any] = []
+
+    def factory(params: Any) -> torch.optim.Optimizer:
+        opt = torch.optim.SGD(params, lr=0.05, momentum=0.5)
+        made.append(opt)
+        return opt
+
+    config = TrainingConfig(optimizer=factory, epochs=1, seed=3)
+    assert config.to_dict()["optimizer"].endswith(
+        ":test_an_optimizer_factory_and_another_backend.<locals>.factory"
+    )
+    async with QuantumDatabase(sqlite_url(tmp_path)).connect() as db:
+        train, _ = await loaders(db)
+        # On Aer the layer's circuits go through parameter shift, as jobs of the manager.
+        history = await QuantumTrainer(config, db, "aer").fit(hybrid_module(11), train, run_id="f")
+        async with db.registry.session() as session:
+            backends = (
+                await session.scalars(select(JobRow.backend).where(JobRow.run_id == "f"))
+            ).all()
+    assert len(made) == 1 and made[0].param_groups[0]["momentum"] == 0.5
+    assert history.steps == len(train) and math.isfinite(history.train_loss[0])
+    assert backends and set(backends) == {"aer"}
