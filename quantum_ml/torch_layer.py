@@ -135,6 +135,49 @@ class _Portal:
             self._thread.join()
 
 
+class _ThreadLoops:
+    """A private event loop per calling thread, driven right there (``run_until_complete``).
+
+    For the in-process simulator: a narrow circuit's evaluation takes well under a
+    millisecond, and handing it to the portal thread and back (two thread wake-ups, far
+    slower on a busy machine) would cost as much again. The simulator's coroutines hold
+    nothing bound to one loop (a thread pool; primitives made per call), so any loop
+    serves; remote backends keep the portal's single, always-running loop.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._loops: list[asyncio.AbstractEventLoop] = []
+
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            self._local.loop = loop
+            with self._lock:
+                self._loops.append(loop)
+        return loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        """Close every loop not in use right now (one in use is closed by a later call)."""
+        with self._lock:
+            loops, self._loops = self._loops, []
+            for loop in loops:
+                if loop.is_running():
+                    self._loops.append(loop)
+                else:
+                    loop.close()
+
+
+def _no_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` on ``loop`` (another thread's) and wait for it here."""
     try:
@@ -199,9 +242,11 @@ class TorchQuantumLayer(torch.nn.Module):
     is not supported). With ``shots``, every forward passes the same ``seed``.
 
     Backends are async; the layer runs them on a private event-loop thread created on first
-    use, so ``forward`` works from plain code and from inside a running event loop. Call
-    :meth:`close` to stop that thread (it is restarted on the next forward); it is not part
-    of the layer's state, which only holds the weights.
+    use, so ``forward`` works from plain code and from inside a running event loop. (On a
+    :class:`SimulatorBackend` called from a thread without a running loop it drives a
+    private loop in the calling thread instead: no thread hand-off per forward.) Call
+    :meth:`close` to stop that thread and close those loops (they are made again on the
+    next forward); they are not part of the layer's state, which only holds the weights.
     """
 
     weights: torch.nn.Parameter
@@ -242,6 +287,13 @@ class TorchQuantumLayer(torch.nn.Module):
         self.weights = torch.nn.Parameter(self._initial_weights(weights))
         self._portal: _Portal | None = None
         self._portal_lock = threading.Lock()
+        self._thread_loops = self._new_thread_loops()
+
+    def _new_thread_loops(self) -> _ThreadLoops:
+        loops = _ThreadLoops()
+        # Close the loops when the layer is garbage collected without close().
+        weakref.finalize(self, loops.close)
+        return loops
 
     # ------------------------------------------------------------------ shape info
     @property
@@ -290,6 +342,8 @@ class TorchQuantumLayer(torch.nn.Module):
 
     # ------------------------------------------------------------------ portal
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if isinstance(self.backend, SimulatorBackend) and _no_running_loop():
+            return self._thread_loops.call(coro)
         with self._portal_lock:
             portal = self._portal
             if portal is None or not portal.alive:
@@ -299,22 +353,26 @@ class TorchQuantumLayer(torch.nn.Module):
         return portal.call(coro)
 
     def close(self) -> None:
-        """Stop the layer's event-loop thread; a later forward starts a new one."""
+        """Stop the layer's event-loop thread and close its loops; a later forward makes
+        new ones."""
         with self._portal_lock:
             portal, self._portal = self._portal, None
         if portal is not None:
             portal.close()
+        self._thread_loops.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_portal"] = None
         state.pop("_portal_lock", None)
+        state.pop("_thread_loops", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[no-untyped-call]
         self._portal = None
         self._portal_lock = threading.Lock()
+        self._thread_loops = self._new_thread_loops()
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(

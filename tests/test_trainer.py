@@ -151,7 +151,8 @@ _SCRIPT = textwrap.dedent(
             train = db.create_ml_data_loader("blobs", batch_size=4, seed=11, split="train")
             val = db.create_ml_data_loader("blobs", batch_size=8, split="validation")
             history = await trainer.fit(model, train, val, run_id=run_id)
-            np.save(out, np.concatenate([model.weights, model.head_weight.ravel(), model.head_bias]))
+            flat = [model.weights, model.head_weight.ravel(), model.head_bias]
+            np.save(out, np.concatenate(flat))
             print("done", history.steps, flush=True)
 
     asyncio.run(main())

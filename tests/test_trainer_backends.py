@@ -179,7 +179,7 @@ async def test_data_encoded_otherwise_is_refused_unless_allowed(
         await trainer.fit(model, minmax, run_id="fit-mm")
         loss, _ = await trainer.evaluate(model, minmax)
         assert math.isfinite(loss)
-        with pytest.raises(EncodingMismatchError, match="(?s)scaling.*allow_encoding_mismatch"):
+        with pytest.raises(EncodingMismatchError, match=r"(?s)scaling.*allow_encoding_mismatch"):
             await trainer.evaluate(model, standard)
         async with db.registry.session() as session:
             runs_before = await session.scalar(select(func.count()).select_from(RunRow))

@@ -309,7 +309,7 @@ async def test_bad_models_and_settings_change_nothing_stored(tmp_path: Path) -> 
         with pytest.raises(NoTrainableParametersError, match="nothing to train"):
             await QuantumTrainer(TrainingConfig(), db).fit(frozen, train, run_id="bad")
         wide = torch.nn.Sequential(torch.nn.Linear(5, 2))
-        with pytest.raises(ModelInputError, match="takes 5 features.*has 4"):
+        with pytest.raises(ModelInputError, match=r"takes 5 features.*has 4"):
             await QuantumTrainer(TrainingConfig(), db).fit(wide, train, run_id="bad")
         spsa = TrainingConfig(optimizer="spsa")
         with pytest.raises(Exception, match="spsa"):
@@ -334,11 +334,11 @@ async def test_resuming_with_another_architecture_says_to_start_a_new_run(
         )
         before = await counts(db)
         other = torch.nn.Sequential(torch.nn.Linear(4, 2)).double()
-        with pytest.raises(ResumeMismatchError, match="another architecture.*new run"):
+        with pytest.raises(ResumeMismatchError, match=r"another architecture.*new run"):
             await QuantumTrainer(TrainingConfig(optimizer="adam", epochs=2), db).fit(
                 other, train, run_id="arch"
             )
-        with pytest.raises(ResumeMismatchError, match="other settings.*epochs"):
+        with pytest.raises(ResumeMismatchError, match=r"other settings.*epochs"):
             await QuantumTrainer(config, db).fit(hybrid_module(9), train, run_id="arch")
         assert await counts(db) == before
 

@@ -54,7 +54,8 @@ _SCRIPT = textwrap.dedent(
             history = await trainer.fit(model, train, run_id=run_id)
             latest = await db.checkpoints.latest(run_id)
             status = (await db.runs.get(run_id)).status
-            np.save(out, np.concatenate([model.weights, model.head_weight.ravel(), model.head_bias]))
+            flat = [model.weights, model.head_weight.ravel(), model.head_bias]
+            np.save(out, np.concatenate(flat))
             print("done", history.steps, history.stop_reason, latest.step, status, flush=True)
 
     asyncio.run(main())

@@ -109,9 +109,10 @@ def _real_overlaps(
     views: one real matrix product, no conjugated copy and half the work of a complex one.
     """
     b = lam.shape[0]
-    left = lam.view(np.float64).reshape(b, lam.shape[1], -1)
-    right = states.view(np.float64).reshape(b, states.shape[1], -1)
-    out: NDArray[np.float64] = np.matmul(left, right.swapaxes(1, 2))
+    real = lam.real.dtype  # float32 views of complex64 rows, float64 of complex128
+    left = lam.view(real).reshape(b, lam.shape[1], -1)
+    right = states.view(real).reshape(b, states.shape[1], -1)
+    out: NDArray[np.float64] = np.matmul(left, right.swapaxes(1, 2)).astype(np.float64, copy=False)
     return out
 
 

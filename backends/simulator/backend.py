@@ -21,8 +21,9 @@ from ..circuit import Circuit
 from ..errors import BackendError, SimulatorMemoryError
 from ..gates import GATES
 from ..memory import available_memory
-from ..observables import ObservableLike
+from ..observables import Observable, ObservableLike
 from .adjoint import adjoint_jacobian
+from .dense import DENSE_MAX_QUBITS, DenseProgram, compile_dense, dense_bytes, dense_jacobian
 from .execution import ChunkResult, ChunkSettings, ChunkWork, plan_chunks, simulate_chunk
 from .plan import SimulationPlan, compile_plan
 from .statevector import PauliMeasurement
@@ -41,6 +42,10 @@ _ROWS_BYTES = 2 << 20
 _TWIN_MIN_QUBITS = 10
 #: Bytes of state rows (psi and its lambda rows) in one adjoint task.
 _ADJOINT_TASK_BYTES = 16 << 20
+#: Dense differentiation (see ``dense``) holding at most this many bytes runs right on the
+#: calling event loop: it takes about a millisecond, and a hand-off to a worker thread
+#: and back costs a good part of that.
+_INLINE_DENSE_BYTES = 4 << 20
 
 
 class _SingleThreadedBlas:
@@ -118,6 +123,7 @@ class SimulatorBackend(Backend):
         self._closed = False
         self._seeds = np.random.SeedSequence(seed)
         self._plans: dict[str, tuple[SimulationPlan, dict[int, float]]] = {}
+        self._dense_programs: dict[str, DenseProgram] = {}
         item = np.dtype(self._dtype).itemsize
         self._capabilities = Capabilities(
             max_qubits=max(1, int(math.log2(self.max_memory_bytes / (item * _WORKING_SET_FACTOR)))),
@@ -154,6 +160,16 @@ class SimulatorBackend(Backend):
                 self._plans.clear()
             cached = self._plans[key] = (compile_plan(circuit), rotation_columns(circuit))
         return cached
+
+    def _dense_program(self, circuit: Circuit) -> DenseProgram:
+        """The circuit compiled for dense differentiation, cached by content."""
+        key = circuit.content_hash()
+        program = self._dense_programs.get(key)
+        if program is None:
+            if len(self._dense_programs) > 256:
+                self._dense_programs.clear()
+            program = self._dense_programs[key] = compile_dense(circuit)
+        return program
 
     def _row_budget(self, num_qubits: int) -> int:
         """State rows one thread evolves together (at least one)."""
@@ -269,12 +285,14 @@ class SimulatorBackend(Backend):
             raise BackendError(f"wrt must list parameter indices in 0..{p - 1}, got {wrt!r}")
         if self._closed:
             raise BackendError("this SimulatorBackend is closed; create a new one")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="qdb-sim")
-        plan, _ = self._plan(circuit)
         values = request.parameter_values
         obs = request.observables
         b, k = values.shape[0], len(obs)
+        if circuit.num_qubits <= DENSE_MAX_QUBITS and self._dtype == np.complex128:
+            return await self._dense_jacobian(circuit, values, tuple(obs), wanted)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="qdb-sim")
+        plan, _ = self._plan(circuit)
         # Each task holds psi and its share of the lambda rows (plus a scratch copy and
         # the Pauli images of psi). Tasks are split only when the stack outgrows
         # _ADJOINT_TASK_BYTES: first by bindings (no shared work), then by observables
@@ -326,6 +344,50 @@ class SimulatorBackend(Backend):
             jacobian[np.ix_(g, o)] = j
         return expectations, jacobian
 
+    async def _dense_jacobian(
+        self,
+        circuit: Circuit,
+        values: NDArray[np.float64],
+        obs: tuple[Observable, ...],
+        wanted: list[int],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Narrow circuits: dense differentiation, split by bindings into bounded tasks."""
+        program = self._dense_program(circuit)
+        b = values.shape[0]
+        total = dense_bytes(program, values, len(obs))
+        if total <= min(_INLINE_DENSE_BYTES, self.max_memory_bytes):
+            return dense_jacobian(program, values, obs, wanted)
+        per_binding = math.ceil(total / b)
+        if dense_bytes(program, values[:1], len(obs)) > self.max_memory_bytes:
+            raise SimulatorMemoryError(
+                f"adjoint differentiation needs about {per_binding / 2**20:.3g} MiB per "
+                f"binding, over this simulator's budget of {self.max_memory_bytes / 2**20:.3g} "
+                "MiB; use a larger max_memory_bytes"
+            )
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="qdb-sim")
+        task_limit = min(_ADJOINT_TASK_BYTES, self.max_memory_bytes)
+        parts = min(b, max(self._workers, math.ceil(total / task_limit)))
+        groups = [g for g in np.array_split(np.arange(b), parts) if g.size]
+        task_bytes = per_binding * max(g.size for g in groups)
+        gate = asyncio.Semaphore(max(1, min(self._workers, self.max_memory_bytes // task_bytes)))
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+
+        async def one(
+            group: NDArray[np.intp],
+        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+            async with gate:
+                return await loop.run_in_executor(
+                    executor, dense_jacobian, program, values[group], obs, wanted
+                )
+
+        with _BLAS:
+            results = await asyncio.gather(*(one(g) for g in groups))
+        expectations = np.concatenate([e for e, _ in results], axis=0)
+        jacobian = np.concatenate([j for _, j in results], axis=0)
+        return expectations, jacobian
+
     async def aclose(self) -> None:
         self._closed = True
         executor, self._executor = self._executor, None
@@ -338,6 +400,7 @@ class SimulatorBackend(Backend):
         state = self.__dict__.copy()
         state["_executor"] = None
         state["_plans"] = {}
+        state["_dense_programs"] = {}
         return state
 
     def __repr__(self) -> str:

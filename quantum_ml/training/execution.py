@@ -178,7 +178,9 @@ class ManagedBackend(Backend):
             budget=self.budget,
         )
         self._tally.jobs += 1
-        self._tally.cost_usd += self.inner.estimate_run_cost(circuit, None, observables, len(values))
+        self._tally.cost_usd += self.inner.estimate_run_cost(
+            circuit, None, observables, len(values)
+        )
         return out
 
     def drain(self) -> tuple[float, int, list[Degradation], list[str]]:
