@@ -39,7 +39,7 @@ from .errors import (
 )
 from .loader import MLDataLoader
 from .metrics import MetricHistory, MetricsLogger, RejectedMetric
-from .models import ModelRegistry, ModelVersion, SupportsRegistry
+from .models import ModelRegistry, ModelVersion, SupportsRegistry, import_factory
 from .runs import ENDED_RUN_STATUSES, MAX_REASON_LENGTH, RUN_STATUSES, RunInfo, RunStore
 from .settings import DEFAULT_DATABASE_FILE, Settings
 from .vectorstores import (
@@ -111,4 +111,5 @@ __all__ = [
     "VectorStoreError",
     "VectorStoreUnavailableError",
     "VectorValidationError",
+    "import_factory",
 ]

@@ -39,7 +39,7 @@ from .validation import check_int, check_json, check_number, check_text
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelRegistry", "ModelVersion", "SupportsRegistry"]
+__all__ = ["ModelRegistry", "ModelVersion", "SupportsRegistry", "import_factory"]
 
 
 @runtime_checkable
@@ -333,8 +333,9 @@ def _build(
     )
 
 
-def _import_factory(path: object, label: str) -> Callable[..., Any]:
-    """The callable a ``"package.module:function"`` path names."""
+def import_factory(path: object, label: str) -> Callable[..., Any]:
+    """The callable a ``"package.module:function"`` path names (``label`` starts each
+    error message); :class:`SerializationError` when there is none."""
     module_name, _, qualname = path.partition(":") if isinstance(path, str) else ("", "", "")
     if not (
         all(part.isidentifier() for part in module_name.split("."))
@@ -416,7 +417,7 @@ def _build_torch(
                 f"{label}: state {key!r} is stored as {parameters[key].dtype}, but the "
                 f"architecture records {dtypes.get(key)!r}"
             )
-    build = _import_factory(factory, label)
+    build = import_factory(factory, label)
     with _global_random_state_kept(torch):
         try:
             module = build(**kwargs)

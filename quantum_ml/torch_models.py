@@ -19,7 +19,6 @@ package's errors.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 import math
@@ -31,7 +30,7 @@ from numpy.typing import NDArray
 
 from backends.errors import MissingDependencyError
 from quantum_db.errors import SerializationError
-from quantum_db.models import TORCH_KIND
+from quantum_db.models import TORCH_KIND, import_factory
 
 from .errors import ModelError
 
@@ -123,22 +122,9 @@ def _resolve(factory: str) -> Callable[..., Any]:
             "move it into an importable module"
         )
     try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # an import runs arbitrary code; any failure means "cannot"
-        raise ModelError(
-            f"cannot import module {module_name!r} of factory {factory!r} "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    for part in qualname.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ModelError(
-                f"factory {factory!r} does not exist: {module_name!r} has no {qualname!r}"
-            ) from None
-    if not callable(target):
-        raise ModelError(f"factory {factory!r} is a {type(target).__name__}, not a callable")
-    return target  # type: ignore[no-any-return]
+        return import_factory(factory, "torch model")
+    except SerializationError as exc:
+        raise ModelError(str(exc)) from exc.__cause__
 
 
 @dataclass(frozen=True)
