@@ -35,6 +35,7 @@ generic callers can catch them the usual way.
         ├── ReservationLostError          the job's reservation was reclaimed before it was
         │                                 sent (its owner's lease lapsed): nothing was sent
         ├── CostPlanError (ValueError)    a training configuration that cannot be planned
+        ├── RequestKeyError (ValueError)  a job's request key that cannot be stored
         └── InvalidBudgetError (ValueError)  a budget that is not a finite USD amount >= 0
                                           with a name of 1-128 characters
 """
@@ -61,6 +62,7 @@ __all__ = [
     "QuantumDBError",
     "QubitIndexError",
     "RemoteCallError",
+    "RequestKeyError",
     "ReservationLostError",
     "ShotsError",
     "SimulatorMemoryError",
@@ -206,6 +208,10 @@ class BudgetExceededError(BackendError):
 
 class CostPlanError(BackendError, ValueError):
     """Epochs, samples, batch size or evaluation counts a cost plan cannot be made of."""
+
+
+class RequestKeyError(BackendError, ValueError):
+    """A request key that is not a printable string of 1-64 characters."""
 
 
 class InvalidBudgetError(BackendError, ValueError):

@@ -30,6 +30,7 @@ from .errors import (
     BudgetExceededError,
     CapacityError,
     InvalidBudgetError,
+    RequestKeyError,
     SubmissionUnknownError,
     TransientBackendError,
     UnknownBackendError,
@@ -114,7 +115,7 @@ def _check_request_key(request_key: object) -> None:
         or not 1 <= len(request_key) <= 64
         or not request_key.isprintable()
     ):
-        raise BackendError(
+        raise RequestKeyError(
             "request_key must be a printable string of 1-64 characters (e.g. a hex digest of "
             f"what the job computes), got {request_key!r}"
         )

@@ -35,6 +35,7 @@ from backends import (
     InMemoryAccounting,
     JobRecord,
     Parameter,
+    RequestKeyError,
     SimulatorBackend,
     UnknownBackendError,
 )
@@ -675,7 +676,7 @@ async def test_bad_request_keys_are_refused_before_anything_is_stored(
     async with QuantumDatabase(database_url).connect() as db:
         manager = manager_for(db, emulator)
         for key in ["", "k" * 65, "nul\x00inside", "line\nbreak", 42, b"bytes"]:
-            with pytest.raises(BackendError, match="request_key must be a printable string"):
+            with pytest.raises(RequestKeyError, match="request_key must be a printable string"):
                 await manager.run(
                     circuit,
                     values,
@@ -686,7 +687,7 @@ async def test_bad_request_keys_are_refused_before_anything_is_stored(
                     budget=BUDGET,
                     request_key=key,  # type: ignore[arg-type]
                 )
-            with pytest.raises(BackendError, match="request_key must be a printable string"):
+            with pytest.raises(RequestKeyError, match="request_key must be a printable string"):
                 await manager.adjoint_jacobian(
                     circuit,
                     values,

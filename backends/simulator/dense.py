@@ -8,12 +8,13 @@ matrix, the matrices of all gates of a name built at once, and the adjoint metho
     dE_k / d angle = 2 Re <lambda_k| dG/d angle |psi>
 
 (``psi`` the state before the gate, ``lambda_k = U_after^† O_k |psi_final>``) is
-evaluated a whole run of gates at a time: a gate whose angles are the same for every
-binding (a model's weights, shared by a batch of inputs) and the constant gates between
-form a run whose product ``U_run`` is one matrix for the batch. The walk then takes one
-step per run and per gate that differs between bindings (an input's encoding); inside a
-run, the derivative through gate ``j`` is ``S_j dG_j P_j`` with ``P_j`` and ``S_j`` the
-products of the run's gates before and after it, shared by all bindings.
+evaluated a whole run of gates at a time. A gate whose angles are the same for every
+binding (a model's weights, shared by a batch of inputs) and the constant gates around
+it form a run whose product ``U`` is one matrix for the whole batch; the walk takes one
+step per run and per gate that differs between bindings (an input's encoding). Inside a
+run the derivative through its gate ``j`` is ``U P_(j+1)^† dG_j P_j``, with ``P_j`` the
+product of the run's first ``j`` gates, again one matrix for the batch: a run costs one
+product per gate, then a few batched products for all its derivatives together.
 """
 
 from __future__ import annotations
@@ -411,7 +412,7 @@ def dense_bytes(program: DenseProgram, values: NDArray[np.float64], num_observab
     b = values.shape[0]
     shared = _shared_gates(program, values)
     entry_shared = shared[program.entry_gate]
-    per_gate = 2 * size * size  # the matrix and, in a run, its prefix and suffix products
+    per_gate = 2 * size * size  # the matrix and, in a run, its prefix product
     matrices = (int(shared.sum()) + b * int((~shared).sum())) * per_gate
     matrices += (int(entry_shared.sum()) + b * int((~entry_shared).sum())) * size * size
     states = (len(program.steps) + 1) * b * (1 + num_observables) * size
