@@ -170,7 +170,13 @@ def provider_job_sink(
 
 
 class Accounting(Protocol):
-    """Where budgets are enforced and jobs recorded (in memory, or the SQL registry)."""
+    """Where budgets are enforced and jobs recorded (in memory, or the SQL registry).
+
+    An accounting may also offer ``record_job_later(job)`` and ``async flush_jobs()``:
+    the manager then records jobs that cost nothing and never reached a provider (the
+    local simulators' runs) when they end, in batches, instead of writing each one three
+    times; a crash can lose the last of those rows, and nothing else.
+    """
 
     async def reserve(self, budget: Budget, job_id: str, amount: float) -> None:
         """Reserve ``amount`` for ``job_id``, or raise :class:`BudgetExceededError`."""
@@ -279,6 +285,12 @@ class InMemoryAccounting:
 
     async def record_job(self, job: JobRecord) -> None:
         self._keep(job)
+
+    def record_job_later(self, job: JobRecord) -> None:
+        self._keep(job)
+
+    async def flush_jobs(self) -> None:
+        """Nothing is ever pending in memory."""
 
     def _keep(self, job: JobRecord) -> None:
         if job.id not in self.jobs and job.request_key is not None:

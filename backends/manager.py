@@ -383,7 +383,8 @@ class BackendManager:
                 f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
             )
         _check_request_key(request_key)
-        if request_key is not None:
+        named = self._entries.get(backend) if isinstance(backend, str) else None
+        if request_key is not None and (named is None or named.backend.supports_reattach()):
             attached = await self._reattach(
                 request_key,
                 backend,
@@ -515,8 +516,10 @@ class BackendManager:
         submitted = time.monotonic()
         #: Requests the backend sent that may create a job (see ``report_submission``).
         submissions: list[asyncio.Future[Any]] = []
+        local = self._is_local(entry.backend, reserved, cost)
         try:
-            await self.accounting.record_job(job)
+            if not local:
+                await self.accounting.record_job(job)
             if entry.semaphore is None:
                 entry.semaphore = asyncio.Semaphore(entry.concurrency)
             async with entry.semaphore:
@@ -524,7 +527,10 @@ class BackendManager:
                 job.queue_latency_s = started - submitted
                 # Recorded as sent only while the reservation is still held, so a sweep
                 # that reclaimed it (a lapsed lease) can never have its money spent.
-                await self.accounting.mark_sending(job, reserved=reserved)
+                if local:
+                    job.status = "running"
+                else:
+                    await self.accounting.mark_sending(job, reserved=reserved)
                 with provider_job_sink(self._provider_ids(job), submissions.append):
                     result = await self._with_retries(entry.backend, request, job)
                 job.run_latency_s = time.monotonic() - started
@@ -549,7 +555,10 @@ class BackendManager:
         actual = float(result.metadata.get("cost_usd", cost))
         job.status = "completed"
         job.actual_cost = actual
-        await asyncio.shield(self._finish(job, reserved, actual))
+        if local:
+            self.accounting.record_job_later(job)  # type: ignore[attr-defined]
+        else:
+            await asyncio.shield(self._finish(job, reserved, actual))
         return replace(
             result,
             metadata={
@@ -784,14 +793,19 @@ class BackendManager:
             await self._reserve(budget, job, cost)
             reserved = True
         submitted = time.monotonic()
+        local = self._is_local(target, reserved, cost)
         try:
-            await self.accounting.record_job(job)
+            if not local:
+                await self.accounting.record_job(job)
             if entry.semaphore is None:
                 entry.semaphore = asyncio.Semaphore(entry.concurrency)
             async with entry.semaphore:
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
-                await self.accounting.mark_sending(job, reserved=reserved)
+                if local:
+                    job.status = "running"
+                else:
+                    await self.accounting.mark_sending(job, reserved=reserved)
                 out = await target.adjoint_jacobian(
                     request.circuit, request.parameter_values, list(request.observables), wrt=wrt
                 )
@@ -804,8 +818,28 @@ class BackendManager:
             raise
         job.status = "completed"
         job.actual_cost = cost
-        await asyncio.shield(self._finish(job, reserved, cost))
+        if local:
+            self.accounting.record_job_later(job)  # type: ignore[attr-defined]
+        else:
+            await asyncio.shield(self._finish(job, reserved, cost))
         return out
+
+    def _is_local(self, backend: Backend, reserved: bool, cost: float) -> bool:
+        """A free job of a backend without a provider (the local simulators): nothing to
+        bill or to find again after a crash, so it is recorded once, as it ends, with
+        others (``Accounting.record_job_later``) instead of before and after it runs."""
+        return (
+            not reserved
+            and cost == 0
+            and not backend.supports_job_lookup()
+            and hasattr(self.accounting, "record_job_later")
+        )
+
+    async def flush_jobs(self) -> None:
+        """Write the job records the accounting holds back (see :meth:`_is_local`)."""
+        flush = getattr(self.accounting, "flush_jobs", None)
+        if flush is not None:
+            await flush()
 
     async def _reserve(self, budget: Budget, job: JobRecord, cost: float) -> None:
         """Reserve, so that a cancellation at any moment can never leave a reservation behind.
@@ -997,6 +1031,10 @@ class BackendManager:
             logger.warning("could not record a provider job id early: %s", task.exception())
 
     async def aclose(self) -> None:
+        try:
+            await self.flush_jobs()
+        except Exception as exc:  # the backends are closed all the same
+            logger.warning("could not record the last local jobs: %s", exc)
         if self._id_writes:
             await asyncio.gather(*self._id_writes, return_exceptions=True)
         for entry in self._entries.values():

@@ -285,15 +285,17 @@ class TrainerRuns:
     async def _fit(self, model: torch.nn.Module) -> tuple[float, list[float]]:
         from quantum_ml import QuantumTrainer, TrainingConfig
 
-        loader = self.db.create_ml_data_loader(
+        loader = await self.db.create_ml_data_loader(
             "training-bench", batch_size=self.batch, shuffle=False
-        )
+        ).load()
         config = TrainingConfig(
             optimizer="adam",
             learning_rate=LEARNING_RATE,
             loss="cross_entropy",
             epochs=1,
             seed=SEED,
+            # One checkpoint, at the epoch's end (written always); metrics every step.
+            checkpoint_every=len(loader),
         )
         losses: list[float] = []
         trainer = QuantumTrainer(config, self.db, on_step=lambda _step, loss: losses.append(loss))

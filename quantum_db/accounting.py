@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from typing import Any
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 _EPSILON = 1e-9
 
 
+#: How long a free local job's record waits to be written with others.
+_LATER_S = 0.25
+
+
 class SqlAccounting:
     """:class:`backends.Accounting` on the registry.
 
@@ -47,6 +53,8 @@ class SqlAccounting:
     def __init__(self, registry: Registry, *, owner_id: str | None = None) -> None:
         self._registry = registry
         self.owner_id = owner_id
+        self._later: list[JobRecord] = []
+        self._later_task: asyncio.Task[None] | None = None
 
     async def _budget_row(self, session: AsyncSession, budget: Budget) -> BudgetRow:
         row = await session.get(BudgetRow, budget.name, with_for_update=True)
@@ -217,6 +225,36 @@ class SqlAccounting:
         async with self._registry.session() as session:
             await self._write_job(session, job)
 
+    def record_job_later(self, job: JobRecord) -> None:
+        """Record a free local job (no provider, nothing reserved) with the next batch:
+        one transaction for every such job ended in the last ``_LATER_S`` seconds."""
+        self._later.append(job)
+        if self._later_task is None or self._later_task.done():
+            self._later_task = asyncio.get_running_loop().create_task(
+                self._flush_later(), name="qdb-job-records"
+            )
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(_LATER_S)
+        try:
+            await self.flush_jobs()
+        except Exception as exc:  # kept for the next flush; the jobs cost nothing
+            logger.warning("could not record %d local jobs yet: %s", len(self._later), exc)
+
+    async def flush_jobs(self) -> None:
+        """Write every job :meth:`record_job_later` holds, in one transaction."""
+        if not self._later:
+            return
+        jobs, self._later = self._later, []
+        now = time.time()
+        try:
+            async with self._registry.session() as session:
+                # Rows of their own (fresh ids, written nowhere before): one INSERT.
+                session.add_all([self._new_row(job, now) for job in jobs])
+        except BaseException:
+            self._later = jobs + self._later
+            raise
+
     async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
         async with self._registry.session() as session:
             if reserved:
@@ -231,6 +269,27 @@ class SqlAccounting:
                     )
             job.status = "running"
             await self._write_job(session, job)
+
+    def _new_row(self, job: JobRecord, now: float) -> JobRow:
+        return JobRow(
+            id=job.id,
+            run_id=job.run_id,
+            backend=job.backend,
+            circuit_hash=job.circuit_hash,
+            shots=job.shots,
+            batch_size=job.batch_size,
+            status=job.status,
+            provider_job_ids=list(job.provider_job_ids),
+            owner_id=job.owner_id or self.owner_id,
+            request_key=job.request_key,
+            estimated_cost=job.estimated_cost,
+            actual_cost=job.actual_cost,
+            queue_latency_s=job.queue_latency_s,
+            run_latency_s=job.run_latency_s,
+            error=job.error,
+            created_at=job.created_at,
+            updated_at=now,
+        )
 
     async def _write_job(self, session: AsyncSession, job: JobRecord) -> None:
         row = await session.get(JobRow, job.id)
@@ -333,6 +392,9 @@ class SqlAccounting:
         )
 
     async def jobs(self, *, run_id: str | None = None) -> list[JobRow]:
+        """The recorded jobs (of ``run_id``), oldest first, this accounting's held-back
+        local ones included."""
+        await self.flush_jobs()
         query = select(JobRow).order_by(JobRow.created_at)
         if run_id is not None:
             query = query.where(JobRow.run_id == run_id)

@@ -120,24 +120,17 @@ class CheckpointStore:
                     CheckpointRow.run_id == run_id, CheckpointRow.step == step
                 )
             )
-            session.add(
-                CheckpointRow(
-                    run_id=run_id,
-                    step=step,
-                    payload=payload,
-                    content_hash=digest,
-                    metric_name=metric_name,
-                    metric_value=metric_value,
-                )
+            row = CheckpointRow(
+                run_id=run_id,
+                step=step,
+                payload=payload,
+                content_hash=digest,
+                metric_name=metric_name,
+                metric_value=metric_value,
             )
+            session.add(row)
             await session.flush()
-            await self._prune(session, run_id, mode)
-            row = await session.scalar(
-                select(CheckpointRow).where(
-                    CheckpointRow.run_id == run_id, CheckpointRow.step == step
-                )
-            )
-            assert row is not None
+            await self._prune(session, run_id, mode)  # never prunes the newest
             return _info(row)
 
     async def _prune(self, session: Any, run_id: str, mode: str) -> None:

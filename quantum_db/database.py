@@ -402,6 +402,10 @@ async def _close_connection(state: _Open | None) -> None:
             except Exception:
                 logger.warning("loader over %r could not be read before closing", loader.name)
         loader.detach()
+    try:
+        await state.backend_manager.flush_jobs()
+    except Exception as exc:  # free local jobs only: nothing billed is ever held back
+        logger.warning("could not record the last local jobs: %s", exc)
     if state.lease is not None:
         await release_lease(state.lease)
     await _close_parts(

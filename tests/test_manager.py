@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from backends import (
     BackendError,
@@ -37,6 +38,7 @@ from backends.cost import IONQ_ARIA
 from quantum_db import QuantumDatabase
 from quantum_db.accounting import SqlAccounting
 from quantum_db.registry import Registry, upgrade
+from quantum_db.registry.schema import JobRow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -346,3 +348,23 @@ def test_budget_validation() -> None:
         with pytest.raises(BackendError):
             Budget(usd=bad)
     assert np.isclose(Budget(usd=5).usd, 5.0)
+
+
+async def test_free_local_jobs_are_recorded_in_one_batch_and_never_lost_at_close(
+    database_url: str,
+) -> None:
+    async with QuantumDatabase(database_url).connect() as db:
+        manager = db.backend_manager
+        for seed in range(5):
+            await manager.run(bell(), shots=10, seed=seed, run_id="batch")
+        async with db.registry.session() as session:
+            held = (await session.scalars(select(JobRow).where(JobRow.run_id == "batch"))).all()
+        assert held == []  # nothing to bill or find again: recorded with the next batch
+        await manager.flush_jobs()
+        async with db.registry.session() as session:
+            rows = (await session.scalars(select(JobRow).where(JobRow.run_id == "batch"))).all()
+        assert len(rows) == 5 and {r.status for r in rows} == {"completed"}
+        await manager.run(bell(), shots=10, seed=9, run_id="at-close")
+    async with QuantumDatabase(database_url).connect() as db, db.registry.session() as session:
+        (last,) = (await session.scalars(select(JobRow).where(JobRow.run_id == "at-close"))).all()
+        assert last.status == "completed" and last.owner_id is not None

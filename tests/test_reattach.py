@@ -702,6 +702,7 @@ async def test_bad_request_keys_are_refused_before_anything_is_stored(
         # The longest key that fits is taken and stored as it is.
         longest = "f" * 64
         await manager.run(circuit, values, observables, backend="simulator", request_key=longest)
+        await manager.flush_jobs()  # a free local job is recorded with the next batch
         (row,) = await SqlAccounting(db.registry).jobs()
         assert row.request_key == longest
         await manager.aclose()
@@ -754,6 +755,7 @@ async def test_adjoint_jacobian_is_recorded_and_equals_the_simulators(
             expectations, reference_expectations(circuit, values), atol=1e-12
         )
         np.testing.assert_allclose(jacobian, shift_rule_jacobian(circuit, values), atol=1e-12)
+        await manager.flush_jobs()  # a free local job is recorded with the next batch
         (row,) = await SqlAccounting(db.registry).jobs()
         assert (row.backend, row.status, row.batch_size, row.shots) == (
             "simulator",

@@ -298,9 +298,10 @@ class QuantumTrainer:
         callbacks = self._callbacks(task)
         rng = np.random.default_rng(c.seed)
 
-        await self.db.runs.detect_interrupted()
         checkpoint = await self.db.checkpoints.latest(run_id)
         if checkpoint is not None:
+            # A run left `running` by a dead process is recorded interrupted before resuming.
+            await self.db.runs.detect_interrupted(run_id)
             saved = checkpoint.state
             self._check_resumable(saved, task, run_id)
             task.load_state_dict(saved["task"])
@@ -320,6 +321,7 @@ class QuantumTrainer:
             await self.db.metrics.truncate_after(run_id, state.step)
             await self.db.runs.start(run_id, self.db.owner_id)
         elif await self.db.runs.exists(run_id):  # started, killed before its first checkpoint
+            await self.db.runs.detect_interrupted(run_id)
             task.seed_everything(c.seed)
             await self.db.metrics.truncate_after(run_id, 0)
             await self.db.runs.start(run_id, self.db.owner_id)
@@ -361,6 +363,7 @@ class QuantumTrainer:
             raise
         restore()
         await self.db.metrics.flush()
+        await self.db.backend_manager.flush_jobs()
         reason = state.history.stop_reason
         if reason is None:
             await self.db.runs.finish(run_id, "finished")
