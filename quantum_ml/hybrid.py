@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-import torch
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the module is part of the torch bridge: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 
 from backends.simulator import SimulatorBackend
 

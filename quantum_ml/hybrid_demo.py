@@ -13,7 +13,15 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the module is part of the torch bridge: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 
 from backends import Budget
 from backends.errors import BudgetExceededError

@@ -407,6 +407,12 @@ _CASES = {
         "import quantum_ml, quantum_db  # everything but the bridge works without torch",
         "from quantum_ml.torch_layer import TorchQuantumLayer",
     ),
+    "torch-hybrid": (
+        ("torch",),
+        "import quantum_ml  # the trainer works for QuantumModels without torch",
+        "from quantum_ml import hybrid_classifier",
+    ),
+    "torch-trainer": (("torch",), "", "import quantum_ml.training.torch_task"),
     "torch-loader": (
         ("torch",),
         "from quantum_db.torch_data import torch_loader",

@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
-import torch
+
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the module is part of the torch bridge: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 from numpy.typing import NDArray
 
 from ..errors import ModelInputError, NoTrainableParametersError, TrainingError
