@@ -308,6 +308,11 @@ class IonQEmulator:
         self._holder = None
         self.start(self._port)
 
+    def faults_waiting(self, method: str | None = None) -> int:
+        """How many injected faults (delays included) no request has taken yet."""
+        with self._lock:
+            return sum(1 for f in self._faults if method is None or f.method == method)
+
     def delay_next(
         self, seconds: float, count: int = 1, *, method: str | None = None, path: str | None = None
     ) -> None:

@@ -367,7 +367,11 @@ async def test_a_run_cancelled_mid_submission_keeps_its_money_for_the_job_ionq_c
     manager = BackendManager({"aria": backend}, accounting=accounting)
     budget = Budget(usd=100.0, name="cancel-mid-post")
     task = asyncio.ensure_future(manager.run(BELL, shots=100, backend="aria", budget=budget))
-    await asyncio.sleep(0.4)
+    for _ in range(1000):  # until the POST has reached IonQ (it takes the delay), <= 10 s
+        if emulator.faults_waiting("POST") == 0:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
