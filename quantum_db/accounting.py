@@ -54,6 +54,8 @@ class SqlAccounting:
         self.owner_id = owner_id
         self._later: list[JobRecord] = []
         self._later_task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._flushing = False
 
     async def _budget_row(self, session: AsyncSession, budget: Budget) -> BudgetRow:
         row = await session.get(BudgetRow, budget.name, with_for_update=True)
@@ -242,17 +244,31 @@ class SqlAccounting:
 
     async def flush_jobs(self) -> None:
         """Write every job :meth:`record_job_later` holds, in one transaction."""
-        if not self._later:
-            return
-        jobs, self._later = self._later, []
-        now = time.time()
-        try:
-            async with self._registry.session() as session:
-                # Rows of their own (fresh ids, written nowhere before): one INSERT.
-                session.add_all([self._new_row(job, now) for job in jobs])
-        except BaseException:
-            self._later = jobs + self._later
-            raise
+        timer = self._later_task
+        if (
+            timer is not None
+            and timer is not asyncio.current_task()
+            and not timer.done()
+            and not self._flushing
+        ):
+            # Still asleep: stopped here, never in the middle of a write (a transaction
+            # cancelled half-way would leave its connection to the garbage collector).
+            timer.cancel()
+        async with self._flush_lock:
+            if not self._later:
+                return
+            jobs, self._later = self._later, []
+            now = time.time()
+            self._flushing = True
+            try:
+                async with self._registry.session() as session:
+                    # Rows of their own (fresh ids, written nowhere before): one INSERT.
+                    session.add_all([self._new_row(job, now) for job in jobs])
+            except BaseException:
+                self._later = jobs + self._later
+                raise
+            finally:
+                self._flushing = False
 
     async def mark_sending(self, job: JobRecord, *, reserved: bool) -> None:
         async with self._registry.session() as session:

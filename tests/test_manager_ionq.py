@@ -399,11 +399,18 @@ async def test_a_reservation_a_sweep_reclaimed_is_never_sent(
     budget = Budget(usd=100.0, name="lapsed")
     try:
         first = asyncio.ensure_future(manager.run(BELL, shots=100, backend="aria-1", budget=budget))
-        await asyncio.sleep(0.3)  # the first holds the backend's only slot
+        for _ in range(1000):  # until the first is sent: it holds the backend's only slot
+            if emulator.calls("POST", "/jobs"):
+                break
+            await asyncio.sleep(0.01)
         second = asyncio.ensure_future(
             manager.run(BELL, shots=100, backend="aria-1", budget=budget)
         )
-        await asyncio.sleep(0.3)  # reserved, recorded queued, waiting for the slot
+        for _ in range(1000):  # reserved, recorded queued, waiting for the slot
+            if await accounting.open_reservations(budget) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         summary = await sweep(registry, backends=manager)
         assert summary.released == 1 and summary.pending == 1  # queued one; sent one kept
         with pytest.raises(ReservationLostError, match="nothing was sent"):
