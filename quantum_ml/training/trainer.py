@@ -38,8 +38,9 @@ import numpy as np
 
 from backends.accounting import Budget
 from backends.base import Backend
-from backends.errors import BudgetExceededError, UnknownBackendError
+from backends.errors import BudgetExceededError
 from backends.simulator import SimulatorBackend
+from quantum_db.runs import validate_run_id
 
 from ..contracts import check_encoding
 from ..errors import TrainingError
@@ -168,10 +169,7 @@ class QuantumTrainer:
     def _managed(self, run_id: str | None) -> ManagedBackend:
         c = self.config
         budget = None if c.budget_usd is None else Budget(float(c.budget_usd), c.budget_name)
-        try:
-            name = self._resolve_backend()
-        except UnknownBackendError:
-            raise
+        name = self._resolve_backend()
         return ManagedBackend(self.db.backend_manager, name, budget=budget, run_id=run_id)
 
     def _task(self, model: object, backend: ManagedBackend) -> ModelTask:
@@ -283,10 +281,7 @@ class QuantumTrainer:
             await val_loader.load()
         if len(train_loader) == 0:
             raise TrainingError("the training loader yields no batches")
-        run_id = run_id or f"train-{c.seed}-{train_loader.name}"
-        from quantum_db.runs import validate_run_id
-
-        validate_run_id(run_id)
+        run_id = validate_run_id(run_id or f"train-{c.seed}-{train_loader.name}")
         backend = self._managed(run_id)
         task = self._task(model, backend)
         task.check_data(train_loader.info.dim)
