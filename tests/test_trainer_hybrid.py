@@ -269,6 +269,9 @@ async def test_callbacks_see_every_hook_and_can_stop_the_run(tmp_path: Path) -> 
             hybrid_module(6), train, run_id="cb"
         )
         run = await db.runs.get("cb")
+        # The stop is final: fitting the run again takes no step.
+        again = await QuantumTrainer(config, db).fit(hybrid_module(6), train, run_id="cb")
+        assert again.steps == 5 and again.stop_reason == "enough"
     assert history.steps == 5 and history.stop_reason == "enough"
     assert run.status == "stopped" and "five steps" in (run.reason or "")
     assert seen[:2] == ["train_begin", "epoch_begin 0"]

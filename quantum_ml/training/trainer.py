@@ -594,8 +594,8 @@ class _Loop:
                     )
                     return
                 if self.ctx.stop_reason is not None:
+                    s.finished = True  # a callback's stop is final: the checkpoint says so
                     await self.stop(self.ctx.stop_reason, self.ctx.stop_message or "")
-                    s.finished = True
                     return
                 before_draw = self.rng.bit_generator.state
                 step_seed = int(self.rng.integers(2**62))
