@@ -12,7 +12,8 @@ QuantumDBError                         root of every quantum-db error (from ``ba
     │   ├── EmptyDatasetError
     │   ├── NonFiniteDataError
     │   ├── DataShapeError             ragged, 1-D, wrong label count, wrong dimension
-    │   └── InvalidNameError           a dataset/model/alias name that is not allowed
+    │   ├── InvalidNameError           a dataset/model/alias name that is not allowed
+    │   └── RunExistsError             a run created under an id that is taken
     ├── NotFoundError (LookupError)    something asked for does not exist
     │   ├── DatasetNotFoundError
     │   ├── ModelNotFoundError
@@ -60,6 +61,7 @@ __all__ = [
     "QuantumDBError",
     "RegistryError",
     "RegistryUnavailableError",
+    "RunExistsError",
     "RunNotFoundError",
     "SchemaError",
     "SchemaOutOfDateError",
@@ -116,6 +118,10 @@ class DataShapeError(DataValidationError):
 
 class InvalidNameError(DataValidationError):
     """A name that is empty, too long, or has characters outside ``[A-Za-z0-9_.-]``."""
+
+
+class RunExistsError(DataValidationError):
+    """``runs.create`` of a run id that already exists (resume it, or pick another id)."""
 
 
 class NotFoundError(DatabaseError, LookupError):

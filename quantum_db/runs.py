@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .errors import DataValidationError, InvalidNameError, RunNotFoundError
+from .errors import DataValidationError, InvalidNameError, RunExistsError, RunNotFoundError
 from .registry.engine import Registry
 from .registry.schema import CheckpointRow, LeaseRow, MetricRow, RunRow
 from .validation import check_json, check_number, check_seed, check_text
@@ -203,7 +203,7 @@ class RunStore:
         owner = _check_owner(owner_id)
         async with self._registry.session() as session:
             if await session.get(RunRow, run_id) is not None:
-                raise DataValidationError(f"run {run_id!r} already exists")
+                raise RunExistsError(f"run {run_id!r} already exists")
             row = RunRow(
                 id=run_id,
                 status="running",

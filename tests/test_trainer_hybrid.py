@@ -370,3 +370,34 @@ async def test_an_optimizer_factory_and_another_backend(tmp_path: Path) -> None:
     assert len(made) == 1 and made[0].param_groups[0]["momentum"] == 0.5
     assert history.steps == len(train) and math.isfinite(history.train_loss[0])
     assert backends and set(backends) == {"aer"}
+
+
+async def test_a_run_that_died_before_its_first_checkpoint_starts_again_cleanly(
+    tmp_path: Path,
+) -> None:
+    class Crash(Exception):
+        pass
+
+    class CrashAt(Callback):
+        def on_step_end(self, ctx: TrainingContext, step: int, logs: Any) -> None:
+            if step == 2:
+                raise Crash
+
+    config = TrainingConfig(optimizer="adam", epochs=1, checkpoint_every=50, seed=4)
+    async with QuantumDatabase(sqlite_url(tmp_path)).connect() as db:
+        train, _ = await loaders(db)
+        with pytest.raises(Crash):
+            await QuantumTrainer(config, db, callbacks=[CrashAt()]).fit(
+                hybrid_module(12), train, run_id="early"
+            )
+        assert await db.checkpoints.latest("early") is None
+        first = hybrid_module(12)
+        await QuantumTrainer(config, db).fit(first, train, run_id="early")
+        fresh = hybrid_module(12)
+        await QuantumTrainer(config, db).fit(fresh, train, run_id="fresh")
+        steps = list((await db.metrics.history("early", "loss")).steps)
+        assert (await db.runs.get("early")).status == "finished"
+    assert steps == list(range(1, len(train) + 1))  # the dead attempt's rows were replaced
+    # It started from the seed again: the same parameters as a run never interrupted.
+    for key, value in first.state_dict().items():  # type: ignore[attr-defined]
+        assert torch.equal(value, fresh.state_dict()[key]), key  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ from backends.accounting import Budget
 from backends.base import Backend
 from backends.errors import BudgetExceededError
 from backends.simulator import SimulatorBackend
+from quantum_db.errors import RunExistsError
 from quantum_db.runs import validate_run_id
 
 from ..contracts import check_encoding
@@ -315,20 +316,20 @@ class QuantumTrainer:
             # Rows written after the checkpoint are written again: replace, never duplicate.
             await self.db.metrics.truncate_after(run_id, state.step)
             await self.db.runs.start(run_id, self.db.owner_id)
-        elif await self.db.runs.exists(run_id):  # started, killed before its first checkpoint
-            await self.db.runs.detect_interrupted(run_id)
-            task.seed_everything(c.seed)
-            await self.db.metrics.truncate_after(run_id, 0)
-            await self.db.runs.start(run_id, self.db.owner_id)
         else:
             task.seed_everything(c.seed)
-            await self.db.runs.create(
-                run_id,
-                config=c.to_dict(),
-                backend=backend.name,
-                seed=c.seed,
-                owner_id=self.db.owner_id,
-            )
+            try:
+                await self.db.runs.create(
+                    run_id,
+                    config=c.to_dict(),
+                    backend=backend.name,
+                    seed=c.seed,
+                    owner_id=self.db.owner_id,
+                )
+            except RunExistsError:  # started, then killed before its first checkpoint
+                await self.db.runs.detect_interrupted(run_id)
+                await self.db.metrics.truncate_after(run_id, 0)
+                await self.db.runs.start(run_id, self.db.owner_id)
         if state.encoding_override:
             # Recorded in the run: its alerts, and every checkpoint's state.
             await self.db.alerts.raise_alert(
