@@ -102,6 +102,12 @@ class _Entry:
     concurrency: int
     semaphore: asyncio.Semaphore | None = field(default=None)
 
+    def slots(self) -> asyncio.Semaphore:
+        """The backend's concurrency limit (made on first use, inside the event loop)."""
+        if self.semaphore is None:
+            self.semaphore = asyncio.Semaphore(self.concurrency)
+        return self.semaphore
+
 
 def _retryable(exc: BaseException) -> bool:
     # A submission the provider may have acted on is never repeated, whatever its class.
@@ -177,6 +183,27 @@ class _AdjointBackend(Protocol):
         *,
         wrt: Sequence[int] | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+
+
+def _new_job(
+    backend: str,
+    circuit: Circuit,
+    shots: int | None,
+    batch_size: int,
+    cost: float,
+    run_id: str | None,
+    request_key: str | None,
+) -> JobRecord:
+    return JobRecord(
+        id=uuid.uuid4().hex,
+        backend=backend,
+        circuit_hash=circuit.content_hash(),
+        shots=shots,
+        batch_size=batch_size,
+        estimated_cost=cost,
+        run_id=run_id,
+        request_key=request_key,
+    )
 
 
 def representative_circuit(num_qubits: int, depth: int) -> Circuit:
@@ -272,6 +299,32 @@ class BackendManager:
                 f"no backend named {name!r}; the names run(backend=...) accepts here: "
                 f"{', '.join(self._entries) or 'none'}"
             ) from None
+
+    def _check_call(
+        self,
+        method: str,
+        backend: object,
+        budget: object,
+        run_id: object,
+        request_key: object,
+        *,
+        optional_backend: bool = False,
+    ) -> None:
+        """The arguments every job takes, checked before anything is recorded or sent."""
+        if not isinstance(backend, str) and not (optional_backend and backend is None):
+            raise UnknownBackendError(
+                f"backend must be a backend's name (a string), got {backend!r}; the names "
+                f"{method}(backend=...) accepts here: {', '.join(self._entries) or 'none'}"
+            )
+        if budget is not None and not isinstance(budget, Budget):
+            raise InvalidBudgetError(f"budget must be a Budget(usd=..., name=...), got {budget!r}")
+        if run_id is not None and (
+            not isinstance(run_id, str) or not 1 <= len(run_id) <= 128 or not run_id.isprintable()
+        ):
+            raise BackendError(
+                f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
+            )
+        _check_request_key(request_key)
 
     # ------------------------------------------------------------------ choice
     def explain(
@@ -369,20 +422,7 @@ class BackendManager:
         not charged again. The result's metadata then says ``reattached: True``. Backends
         that cannot re-attach (``Backend.supports_reattach``) run the job anew.
         """
-        if backend is not None and not isinstance(backend, str):
-            raise UnknownBackendError(
-                f"backend must be a backend's name (a string), got {backend!r}; the names "
-                f"run(backend=...) accepts here: {', '.join(self._entries) or 'none'}"
-            )
-        if budget is not None and not isinstance(budget, Budget):
-            raise InvalidBudgetError(f"budget must be a Budget(usd=..., name=...), got {budget!r}")
-        if run_id is not None and (
-            not isinstance(run_id, str) or not 1 <= len(run_id) <= 128 or not run_id.isprintable()
-        ):
-            raise BackendError(
-                f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
-            )
-        _check_request_key(request_key)
+        self._check_call("run", backend, budget, run_id, request_key, optional_backend=True)
         named = self._entries.get(backend) if isinstance(backend, str) else None
         if request_key is not None and (named is None or named.backend.supports_reattach()):
             attached = await self._reattach(
@@ -461,16 +501,7 @@ class BackendManager:
             observables if request.observables is not None else None,
             request.batch_size,
         )
-        job = JobRecord(
-            id=uuid.uuid4().hex,
-            backend=name,
-            circuit_hash=circuit.content_hash(),
-            shots=shots,
-            batch_size=request.batch_size,
-            estimated_cost=cost,
-            run_id=run_id,
-            request_key=request_key,
-        )
+        job = _new_job(name, circuit, shots, request.batch_size, cost, run_id, request_key)
         reserved = False
         if budget is not None and cost > 0:
             try:
@@ -520,9 +551,7 @@ class BackendManager:
         try:
             if not local:
                 await self.accounting.record_job(job)
-            if entry.semaphore is None:
-                entry.semaphore = asyncio.Semaphore(entry.concurrency)
-            async with entry.semaphore:
+            async with entry.slots():
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
                 # Recorded as sent only while the reservation is still held, so a sweep
@@ -675,9 +704,7 @@ class BackendManager:
         started = time.monotonic()
         submissions: list[asyncio.Future[Any]] = []
         try:
-            if entry.semaphore is None:
-                entry.semaphore = asyncio.Semaphore(entry.concurrency)
-            async with entry.semaphore:
+            async with entry.slots():
                 job.queue_latency_s = time.monotonic() - started
                 began = time.monotonic()
                 with provider_job_sink(self._provider_ids(job), submissions.append):
@@ -749,26 +776,13 @@ class BackendManager:
         bindings (free on the built-in simulator), reserved under ``budget`` before it
         starts and charged when it ends. See :meth:`SimulatorBackend.adjoint_jacobian`.
         """
-        if budget is not None and not isinstance(budget, Budget):
-            raise InvalidBudgetError(f"budget must be a Budget(usd=..., name=...), got {budget!r}")
-        if not isinstance(backend, str):
-            raise UnknownBackendError(
-                f"backend must be a backend's name (a string), got {backend!r}; the names "
-                f"adjoint_jacobian(backend=...) accepts here: {', '.join(self._entries) or 'none'}"
-            )
+        self._check_call("adjoint_jacobian", backend, budget, run_id, request_key)
         target = self.get(backend)
         if not isinstance(target, _AdjointBackend):
             raise BackendError(
                 f"{backend!r} ({type(target).__name__}) offers no adjoint differentiation; use "
                 "the built-in simulator, or parameter-shift gradients through run()"
             )
-        if run_id is not None and (
-            not isinstance(run_id, str) or not 1 <= len(run_id) <= 128 or not run_id.isprintable()
-        ):
-            raise BackendError(
-                f"run_id must be a printable string of 1-128 characters, got {run_id!r}"
-            )
-        _check_request_key(request_key)
         # Every input is checked before anything is recorded.
         request = target.validate(circuit, parameter_values, observables)
         if not request.observables:
@@ -778,16 +792,7 @@ class BackendManager:
         cost = target.estimate_run_cost(
             request.circuit, None, list(request.observables), request.batch_size
         )
-        job = JobRecord(
-            id=uuid.uuid4().hex,
-            backend=backend,
-            circuit_hash=circuit.content_hash(),
-            shots=None,
-            batch_size=request.batch_size,
-            estimated_cost=cost,
-            run_id=run_id,
-            request_key=request_key,
-        )
+        job = _new_job(backend, circuit, None, request.batch_size, cost, run_id, request_key)
         reserved = False
         if budget is not None and cost > 0:
             await self._reserve(budget, job, cost)
@@ -797,9 +802,7 @@ class BackendManager:
         try:
             if not local:
                 await self.accounting.record_job(job)
-            if entry.semaphore is None:
-                entry.semaphore = asyncio.Semaphore(entry.concurrency)
-            async with entry.semaphore:
+            async with entry.slots():
                 started = time.monotonic()
                 job.queue_latency_s = started - submitted
                 if local:

@@ -269,11 +269,11 @@ class QuantumGradientComputer:
         wrt: Sequence[int] | None = None,
     ) -> EvaluationPlan:
         """What :meth:`value_and_jacobian` sends to ``backend`` for ``n_bindings`` bindings
-        of ``circuit``, without running anything (``runs == 0`` for the adjoint method,
-        which runs no job of its own on the simulator)."""
+        of ``circuit``, without running anything. The adjoint method is one job over the
+        bindings themselves (priced, by the BackendManager, as an exact run of them)."""
         wanted = _check_wrt(wrt, circuit.num_parameters)
         if self.method == "adjoint":
-            return EvaluationPlan(circuit, n_bindings, 0, max(n_bindings, 1))
+            return EvaluationPlan(circuit, n_bindings, 1 if n_bindings else 0, max(n_bindings, 1))
         run_circuit = circuit
         if self.method == "parameter-shift":
             occ = _occurrences(circuit)

@@ -26,3 +26,24 @@ def qdb(
         timeout=timeout,
         check=False,
     )
+
+
+def kill_at_step(command: list[str], step: int, *, cwd: Path) -> int:
+    """Run ``command`` (a training script printing ``step N ...`` lines), SIGKILL it once
+    it has printed step ``step`` or later, and return the last step it printed."""
+    import signal
+
+    proc = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:
+        if line.startswith("step "):
+            seen = int(line.split()[1])
+            if seen >= step:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    return seen

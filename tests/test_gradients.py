@@ -410,3 +410,51 @@ async def test_wrong_parameter_values(simulator: Any) -> None:
         await grad.jacobian(simulator, circuit, np.full_like(values, np.nan), obs)
     with pytest.raises(ParameterValueError, match="wrt"):
         await grad.jacobian(simulator, circuit, values, obs, wrt=[circuit.num_parameters])
+
+
+# ---------------------------------------------------------------- the evaluation plan
+class _CountingPricedSimulator(SimulatorBackend):
+    """The simulator at $0.01 per binding, with a small max batch; it counts what it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[int] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, max_batch=7)
+
+    def estimate_cost(self, circuit: Circuit, shots: int | None) -> float:
+        return 0.01
+
+    async def _execute(self, request: RunRequest) -> RunResult:
+        self.runs.append(request.batch_size)
+        return await super()._execute(request)
+
+
+@pytest.mark.parametrize("method", ["parameter-shift", "finite-diff", "spsa", "adjoint"])
+async def test_the_plan_says_what_a_gradient_sends_and_what_it_costs(method: str) -> None:
+    from backends.templates import hardware_efficient_circuit
+
+    circuit = hardware_efficient_circuit(2, 1)
+    values = np.random.default_rng(3).uniform(0, 1, (3, circuit.num_parameters))
+    wrt = [i for i, p in enumerate(circuit.parameters) if p.kind == "weight"][:4]
+    backend = _CountingPricedSimulator()
+    computer = QuantumGradientComputer(method, n_samples=2)
+    plan = computer.plan(backend, circuit, len(values), wrt=wrt)
+    await computer.value_and_jacobian(backend, circuit, values, ["ZI", "IZ"], wrt=wrt, seed=1)
+    cost = plan.cost(backend, ["ZI", "IZ"], None)
+    if method == "adjoint":
+        # No run: the simulator differentiates the bindings directly, one (priced) job.
+        assert backend.runs == [] and (plan.rows, plan.runs) == (3, 1)
+        assert cost == pytest.approx(0.03)
+        return
+    assert plan.rows == sum(backend.runs) and plan.runs == len(backend.runs) > 1
+    assert all(rows <= plan.chunk for rows in backend.runs)
+    assert cost == pytest.approx(0.01 * sum(backend.runs))
+    expected_rows = {
+        "parameter-shift": 3 * (1 + 2 * 4),  # each weight appears once: two shifts each
+        "finite-diff": 3 * (1 + 2 * 4),
+        "spsa": 3 * (1 + 2 * 2),
+    }[method]
+    assert sum(backend.runs) == expected_rows

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +19,8 @@ from quantum_ml.encoders import QuantumDataEncoder
 from quantum_ml.models import QuantumModel
 from quantum_ml.trainer import QuantumTrainer, TrainingConfig, TrainingError, loss_and_grad
 from quantum_ml.training.tasks import QuantumModelTask
+
+from .clitools import kill_at_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,23 +181,9 @@ def test_exact_resume_after_sigkill(tmp_path: Path, rng: np.random.Generator) ->
 
     resumed_url = url(tmp_path, "resumed.sqlite")
     resumed = tmp_path / "resumed.npy"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT, resumed_url, "run", str(resumed)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    seen = kill_at_step(
+        [sys.executable, "-c", _SCRIPT, resumed_url, "run", str(resumed)], kill_at, cwd=REPO
     )
-    assert proc.stdout is not None
-    seen = 0
-    for line in proc.stdout:
-        if line.startswith("step "):
-            seen = int(line.split()[1])
-            if seen >= kill_at:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not resumed.exists()
 
     again = _run_script(resumed_url, "run", resumed)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from quantum_ml.errors import (
 )
 from quantum_ml.training import Callback, TrainingContext
 
+from .clitools import kill_at_step
 from .hybrid_script import hybrid_module, store_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,23 +138,7 @@ def test_sigkill_at_a_random_step_resumes_bitwise(
     kill_at = int(rng.integers(3, total - 1))
     url = sqlite_url(tmp_path, "resumed.sqlite")
     resumed = tmp_path / "resumed.npz"
-    proc = subprocess.Popen(
-        _script(url, "run", resumed, kind),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = 0
-    for line in proc.stdout:
-        if line.startswith("step "):
-            seen = int(line.split()[1])
-            if seen >= kill_at:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    seen = kill_at_step(_script(url, "run", resumed, kind), kill_at, cwd=REPO)
     again = subprocess.run(
         _script(url, "run", resumed, kind),
         cwd=REPO,
@@ -401,3 +384,21 @@ async def test_a_run_that_died_before_its_first_checkpoint_starts_again_cleanly(
     # It started from the seed again: the same parameters as a run never interrupted.
     for key, value in first.state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(value, fresh.state_dict()[key]), key  # type: ignore[attr-defined]
+
+
+def test_bad_callback_settings_are_refused() -> None:
+    from quantum_ml.errors import TrainingError
+    from quantum_ml.training import EarlyStopping, LambdaCallback, ReduceLROnPlateau
+
+    with pytest.raises(TrainingError, match="patience must be >= 1"):
+        EarlyStopping("val_loss", 0)
+    with pytest.raises(TrainingError, match="patience must be >= 1"):
+        ReduceLROnPlateau("val_loss", patience=0)
+    with pytest.raises(TrainingError, match=r"factor must be in \(0, 1\)"):
+        ReduceLROnPlateau("val_loss", factor=1.0)
+    with pytest.raises(TrainingError, match="min_lr must be > 0"):
+        ReduceLROnPlateau("val_loss", min_lr=0.0)
+    with pytest.raises(TrainingError, match="unknown callback hooks"):
+        LambdaCallback(on_batch_end=print)
+    with pytest.raises(TrainingError, match="must be quantum_ml Callback instances"):
+        QuantumTrainer(TrainingConfig(), None, callbacks=[print])  # type: ignore[arg-type,list-item]

@@ -156,37 +156,28 @@ class CallbackList:
                 cb.load_state_dict(saved)
 
 
-def _improved(value: float, best: float | None, mode: Mode, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return (best - value if mode == "min" else value - best) > min_delta
+class _PlateauWatch(Callback):
+    """Counts epochs without an improvement of more than ``min_delta`` in ``monitor``;
+    the count and the best value are checkpointed."""
 
-
-class EarlyStopping(Callback):
-    """Stop after ``patience`` epochs without an improvement of more than ``min_delta``."""
-
-    def __init__(
-        self, monitor: str, patience: int, *, min_delta: float = 0.0, mode: Mode = "min"
-    ) -> None:
+    def __init__(self, monitor: str, patience: int, min_delta: float, mode: Mode) -> None:
         if patience < 1:
             raise TrainingError(f"patience must be >= 1, got {patience}")
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.best: float | None = None
         self.bad_epochs = 0
 
-    def on_epoch_end(self, ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
+    def _plateaued(self, metrics: Mapping[str, float]) -> bool:
+        """Whether this epoch makes ``patience`` epochs in a row without an improvement."""
         value = metrics.get(self.monitor)
         if value is None or not math.isfinite(value):
-            return
-        if _improved(value, self.best, self.mode, self.min_delta):
+            return False
+        best = self.best
+        if best is None or (best - value if self.mode == "min" else value - best) > self.min_delta:
             self.best, self.bad_epochs = value, 0
-            return
+            return False
         self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
-            ctx.request_stop(
-                "early_stopping",
-                f"{self.monitor} did not improve for {self.patience} epochs (best {self.best:.6g})",
-            )
+        return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad_epochs": self.bad_epochs}
@@ -196,7 +187,23 @@ class EarlyStopping(Callback):
         self.bad_epochs = int(state["bad_epochs"])
 
 
-class ReduceLROnPlateau(Callback):
+class EarlyStopping(_PlateauWatch):
+    """Stop after ``patience`` epochs without an improvement of more than ``min_delta``."""
+
+    def __init__(
+        self, monitor: str, patience: int, *, min_delta: float = 0.0, mode: Mode = "min"
+    ) -> None:
+        super().__init__(monitor, patience, min_delta, mode)
+
+    def on_epoch_end(self, ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self._plateaued(metrics):
+            ctx.request_stop(
+                "early_stopping",
+                f"{self.monitor} did not improve for {self.patience} epochs (best {self.best:.6g})",
+            )
+
+
+class ReduceLROnPlateau(_PlateauWatch):
     """Multiply the learning rate by ``factor`` after ``patience`` epochs without an
     improvement of ``monitor``, never below ``min_lr`` (any model, any optimizer)."""
 
@@ -210,35 +217,17 @@ class ReduceLROnPlateau(Callback):
         min_delta: float = 0.0,
         mode: Mode = "min",
     ) -> None:
+        super().__init__(monitor, patience, min_delta, mode)
         if not 0 < factor < 1:
             raise TrainingError(f"factor must be in (0, 1), got {factor}")
-        if patience < 1:
-            raise TrainingError(f"patience must be >= 1, got {patience}")
         if not min_lr > 0:
             raise TrainingError(f"min_lr must be > 0, got {min_lr}")
-        self.monitor, self.factor, self.patience = monitor, factor, patience
-        self.min_lr, self.min_delta, self.mode = min_lr, min_delta, mode
-        self.best: float | None = None
-        self.bad_epochs = 0
+        self.factor, self.min_lr = factor, min_lr
 
     def on_epoch_end(self, ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
-        value = metrics.get(self.monitor)
-        if value is None or not math.isfinite(value):
-            return
-        if _improved(value, self.best, self.mode, self.min_delta):
-            self.best, self.bad_epochs = value, 0
-            return
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
+        if self._plateaued(metrics):
             self.bad_epochs = 0
             ctx.learning_rate = max(ctx.learning_rate * self.factor, self.min_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.best = None if state["best"] is None else float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
 
 
 class TorchLRScheduler(Callback):

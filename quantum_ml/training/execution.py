@@ -62,7 +62,6 @@ class Degradation:
 @dataclass(slots=True)
 class _Tally:
     cost_usd: float = 0.0
-    jobs: int = 0
     degradations: list[Degradation] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
 
@@ -147,7 +146,6 @@ class ManagedBackend(Backend):
         )
         meta = result.metadata
         tally = self._tally
-        tally.jobs += 1
         tally.cost_usd += float(meta.get("cost_usd", meta.get("estimated_cost_usd", 0.0)) or 0.0)
         if "degraded" in meta:
             tally.degradations.append(
@@ -177,16 +175,15 @@ class ManagedBackend(Backend):
             request_key=self._key(circuit, values, observables, None, None),
             budget=self.budget,
         )
-        self._tally.jobs += 1
         self._tally.cost_usd += self.inner.estimate_run_cost(
             circuit, None, observables, len(values)
         )
         return out
 
-    def drain(self) -> tuple[float, int, list[Degradation], list[str]]:
-        """``(cost_usd, jobs, degradations, fallbacks)`` since the last drain."""
+    def drain(self) -> tuple[float, list[Degradation], list[str]]:
+        """``(cost_usd, degradations, fallbacks)`` of the runs since the last drain."""
         tally, self._tally = self._tally, _Tally()
-        return tally.cost_usd, tally.jobs, tally.degradations, tally.fallbacks
+        return tally.cost_usd, tally.degradations, tally.fallbacks
 
     def __repr__(self) -> str:
         return f"ManagedBackend({self.name!r}, run_id={self.run_id!r})"

@@ -70,9 +70,8 @@ class TrainingState:
     correct: int = 0
     count: int = 0
     classify: bool = True
-    #: This epoch's cost of jobs, in USD, and how many of its jobs were degraded.
+    #: This epoch's cost of jobs, in USD.
     cost: float = 0.0
-    degraded: int = 0
     finished: bool = False
     #: The metrics of the last finished epoch (``{}`` mid-epoch before any epoch ended).
     epoch_metrics: dict[str, float] = field(default_factory=dict)
@@ -88,7 +87,6 @@ class TrainingState:
         self.count = 0
         self.classify = True
         self.cost = 0.0
-        self.degraded = 0
 
     def to_state(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -108,7 +106,6 @@ class TrainingState:
             count=int(state["count"]),
             classify=bool(state["classify"]),
             cost=float(state["cost"]),
-            degraded=int(state["degraded"]),
             finished=bool(state["finished"]),
             epoch_metrics={str(k): float(v) for k, v in state["epoch_metrics"].items()},
             history=History.from_state(state["history"]),

@@ -179,16 +179,15 @@ class QuantumTrainer:
         if _is_torch_module(model):
             from .torch_task import TorchModuleTask
 
-            gradient = None
-            if not backend.exact_adjoint or self.config.shots is not None:
-                # Layers built for the simulator differentiate by adjoint; elsewhere the
-                # circuits go through parameter shift (or the configured method).
-                method = self.config.gradient_method or "parameter-shift"
-                gradient = QuantumGradientComputer(
-                    method if method != "adjoint" else "parameter-shift"
-                )
-            elif self.config.gradient_method is not None:
-                gradient = QuantumGradientComputer(self.config.gradient_method)
+            # On the exact simulator each layer keeps its own method (adjoint, unless it
+            # was built otherwise); elsewhere, or when the config names one, every layer
+            # uses the trainer's (parameter shift by default).
+            exact = backend.exact_adjoint and self.config.shots is None
+            gradient = (
+                None
+                if exact and self.config.gradient_method is None
+                else QuantumGradientComputer(self.gradient_method)
+            )
             return TorchModuleTask(
                 model,  # type: ignore[arg-type]
                 self.config,
@@ -544,12 +543,11 @@ class _Loop:
 
     async def _account(self, step: int) -> None:
         """The cost of ``step``'s jobs, and every one the manager degraded or sent elsewhere."""
-        cost, _, degradations, fallbacks = self.backend.drain()
+        cost, degradations, fallbacks = self.backend.drain()
         s = self.state
         s.cost += cost
         s.history.cost_usd += cost
         if degradations:
-            s.degraded += len(degradations)
             await self.db.metrics.log(
                 self.run_id, {"degraded_jobs": float(len(degradations))}, step
             )
