@@ -26,12 +26,11 @@ except ImportError as exc:  # the module is part of the torch bridge: say how to
 from backends import Budget
 from backends.errors import BudgetExceededError
 from quantum_db import QuantumDatabase
-from quantum_db.errors import ModelNotFoundError
 
 from .hybrid import hybrid_classifier
 from .torch_models import TorchModel
 from .trainer import QuantumTrainer, TrainingConfig
-from .training_demo import DEMO_SHOTS, check_demo_options, two_moons
+from .training_demo import DEMO_SHOTS, check_demo_options, registered_by, two_moons
 
 __all__ = ["HYBRID_MODEL_NAME", "HybridDemoResult", "run_hybrid_demo"]
 
@@ -127,11 +126,7 @@ async def run_hybrid_demo(
             return HybridDemoResult(
                 None, None, run_id, backend, time.perf_counter() - start, spent, "budget"
             )
-        try:
-            latest = await db.models.get(HYBRID_MODEL_NAME)
-            found = latest if latest.provenance.get("run_id") == run_id else None
-        except ModelNotFoundError:
-            found = None
+        found = await registered_by(db, HYBRID_MODEL_NAME, run_id)
         if found is None:
             found = await db.models.register(
                 HYBRID_MODEL_NAME,

@@ -14,6 +14,7 @@ from backends import Backend, Budget, UnknownBackendError
 from backends.errors import BudgetExceededError, InvalidBudgetError
 from quantum_db import QuantumDatabase
 from quantum_db.errors import ModelNotFoundError
+from quantum_db.models import ModelVersion
 from quantum_db.settings import Settings
 
 from .encoders import QuantumDataEncoder
@@ -26,6 +27,7 @@ __all__ = [
     "DemoResult",
     "check_demo_options",
     "offered_backends",
+    "registered_by",
     "run_training_demo",
     "two_moons",
 ]
@@ -111,17 +113,16 @@ async def check_demo_options(
         )
 
 
-async def _registered(db: QuantumDatabase, run_id: str) -> tuple[float | None, int | None]:
-    """Test accuracy and version of the model ``run_id`` registered, if it did: a run that
-    finished before is reported, not registered again."""
+async def registered_by(db: QuantumDatabase, name: str, run_id: str) -> ModelVersion | None:
+    """The latest version of model ``name`` if run ``run_id`` registered it (with a test
+    accuracy): a demo run that finished before is reported, not registered again."""
     try:
-        latest = await db.models.get(MODEL_NAME)
+        latest = await db.models.get(name)
     except ModelNotFoundError:
-        return None, None
-    accuracy = latest.metrics.get("test_accuracy")
-    if latest.provenance.get("run_id") != run_id or accuracy is None:
-        return None, None
-    return float(accuracy), latest.version
+        return None
+    if latest.provenance.get("run_id") != run_id or "test_accuracy" not in latest.metrics:
+        return None
+    return latest
 
 
 async def run_training_demo(
@@ -204,7 +205,9 @@ async def run_training_demo(
         )
         run_id = f"moons-demo-v{info.version}-{backend}"
         history = await trainer.fit(model, train, val, run_id=run_id)
-        test_accuracy, version = await _registered(db, run_id)
+        earlier = await registered_by(db, MODEL_NAME, run_id)
+        test_accuracy = None if earlier is None else float(earlier.metrics["test_accuracy"])
+        version = None if earlier is None else earlier.version
         if version is None and history.stop_reason != "budget":
             try:
                 _, test_accuracy = await trainer.evaluate(model, test)

@@ -402,3 +402,28 @@ def test_bad_callback_settings_are_refused() -> None:
         LambdaCallback(on_batch_end=print)
     with pytest.raises(TrainingError, match="must be quantum_ml Callback instances"):
         QuantumTrainer(TrainingConfig(), None, callbacks=[print])  # type: ignore[arg-type,list-item]
+
+
+async def test_momentum_reaches_torch_sgd_and_is_refused_elsewhere(tmp_path: Path) -> None:
+    from quantum_ml.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="momentum applies to optimizer='sgd' only"):
+        TrainingConfig(optimizer="AdamW", momentum=0.9)
+    with pytest.raises(TrainingError, match="a factory sets its own"):
+        TrainingConfig(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), momentum=0.9)
+    seen: list[float] = []
+
+    class Momentum(Callback):
+        def on_train_begin(self, ctx: TrainingContext) -> None:
+            seen.append(ctx.learning_rate)
+
+    config = TrainingConfig(optimizer="SGD", momentum=0.9, learning_rate=0.02, epochs=1)
+    async with QuantumDatabase(sqlite_url(tmp_path)).connect() as db:
+        train, _ = await loaders(db)
+        trainer = QuantumTrainer(config, db, callbacks=[Momentum()])
+        await trainer.fit(hybrid_module(13), train, run_id="sgd")
+        latest = await db.checkpoints.latest("sgd")
+    assert seen == [0.02]
+    assert latest is not None
+    groups = latest.state["task"]["optimizer"]["param_groups"]
+    assert groups[0]["momentum"] == 0.9

@@ -202,8 +202,10 @@ class TrainingConfig:
             raise TrainingError(f"shots must be a positive integer or None, got {self.shots!r}")
         if not _finite_number(self.momentum) or not 0 <= self.momentum < 1:
             raise TrainingError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.optimizer != "sgd" and self.momentum != 0:
-            raise TrainingError("momentum applies to optimizer='sgd' only")
+        if self.momentum != 0 and not (
+            isinstance(self.optimizer, str) and self.optimizer.lower() == "sgd"
+        ):
+            raise TrainingError("momentum applies to optimizer='sgd' only (a factory sets its own)")
         if self.gradient_method == "adjoint" and self.shots is not None:
             raise TrainingError("gradient_method='adjoint' is exact and takes no shots")
         for flag in ("progress", "allow_encoding_mismatch"):
