@@ -427,3 +427,21 @@ async def test_momentum_reaches_torch_sgd_and_is_refused_elsewhere(tmp_path: Pat
     assert latest is not None
     groups = latest.state["task"]["optimizer"]["param_groups"]
     assert groups[0]["momentum"] == 0.9
+
+
+async def test_one_output_losses_for_classes_and_for_values(tmp_path: Path) -> None:
+    one_out = torch.nn.Sequential(torch.nn.Linear(4, 1)).double()
+    async with QuantumDatabase(sqlite_url(tmp_path)).connect() as db:
+        train, _ = await loaders(db)
+        bce = TrainingConfig(optimizer="adam", loss="bce", epochs=2, learning_rate=0.1)
+        history = await QuantumTrainer(bce, db).fit(one_out, train, run_id="bce")
+        assert len(history.train_accuracy) == 2 and history.train_accuracy[-1] > 0.7
+        X = np.random.default_rng(2).normal(size=(40, 4))
+        await db.store_training_data("values", X, X @ np.array([0.5, -1.0, 0.2, 0.0]))
+        values = db.create_ml_data_loader("values", batch_size=8, seed=1, split="train")
+        mse = TrainingConfig(optimizer="adam", loss="mse_loss", epochs=3, learning_rate=0.1)
+        fitted = await QuantumTrainer(mse, db).fit(
+            torch.nn.Sequential(torch.nn.Linear(4, 1)).double(), values, run_id="mse"
+        )
+    assert fitted.train_accuracy == []  # regression: no accuracy
+    assert fitted.train_loss[-1] < fitted.train_loss[0]

@@ -139,8 +139,8 @@ def correct_predictions(kind: str, z: Array, y: NDArray[Any]) -> int | None:
     ):
         return None
     if z.shape[1] == 1:
-        threshold = 0.0 if NUMPY_LOSSES.get(kind, kind) in ("bce",) or "logits" in kind else 0.5
-        pred = (z[:, 0] > threshold).astype(np.int64)
+        # Logits (bce) are positive for class 1; probabilities and values pass 0.5.
+        pred = (z[:, 0] > (0.0 if kind == "bce" else 0.5)).astype(np.int64)
     else:
         pred = np.argmax(z, axis=1)
     return int(np.sum(pred == labels.astype(np.int64)))

@@ -31,7 +31,7 @@ from ..errors import ModelInputError, NoTrainableParametersError, TrainingError
 from ..gradients import QuantumGradientComputer
 from ..torch_layer import TorchQuantumLayer, route_evaluations
 from .config import TrainingConfig, torch_optimizer_class, torch_scheduler_class
-from .losses import NUMPY_LOSSES, correct_predictions, torch_loss
+from .losses import correct_predictions, torch_loss
 from .tasks import ModelTask, StepResult
 
 __all__ = ["TorchModuleTask", "from_storable", "to_storable"]
@@ -106,6 +106,8 @@ class TorchModuleTask(ModelTask):
         self.loop = loop
         self.loss_name = config.loss
         self.loss_fn = torch_loss(config.loss)
+        #: The torch function's own name: what the targets and accuracy depend on.
+        self._loss_kind = str(getattr(self.loss_fn, "__name__", config.loss))
         self.optimizer = self._make_optimizer(params)
         self.scheduler: Any = None
         if config.scheduler not in (None, "plateau"):
@@ -167,7 +169,7 @@ class TorchModuleTask(ModelTask):
     # ------------------------------------------------------------------ steps
     def _tensors(self, X: NDArray[Any], y: NDArray[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self.dtype)
-        if self.loss_name in _CLASS_LOSSES or NUMPY_LOSSES.get(self.loss_name) == "cross-entropy":
+        if self._loss_kind in _CLASS_LOSSES:
             yt = torch.from_numpy(np.asarray(y)).to(torch.int64)
         else:
             yt = torch.from_numpy(np.asarray(y)).to(self.dtype)
@@ -229,7 +231,8 @@ class TorchModuleTask(ModelTask):
     def _correct(self, logits: NDArray[np.float64], y: NDArray[Any]) -> int | None:
         if logits.ndim != 2:
             return None
-        kind = "bce" if "logits" in self.loss_name or self.loss_name == "bce" else self.loss_name
+        # Logits of one output are positive above 0; other one-output losses read 0.5.
+        kind = "bce" if self._loss_kind == "binary_cross_entropy_with_logits" else self._loss_kind
         return correct_predictions(kind, logits, y)
 
     async def apply(self) -> None:
