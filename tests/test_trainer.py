@@ -16,6 +16,12 @@ from backends.errors import QuantumDBError
 from backends.simulator import SimulatorBackend
 from quantum_db import QuantumDatabase
 from quantum_ml.encoders import QuantumDataEncoder
+from quantum_ml.errors import (
+    ModelInputError,
+    NoTrainableParametersError,
+    ResumeMismatchError,
+    UnknownComponentError,
+)
 from quantum_ml.models import QuantumModel
 from quantum_ml.trainer import QuantumTrainer, TrainingConfig, TrainingError, loss_and_grad
 from quantum_ml.training.tasks import QuantumModelTask
@@ -342,7 +348,21 @@ async def test_fit_rejects_bad_setups(tmp_path: Path) -> None:
             await QuantumTrainer(TrainingConfig(), db).fit(model, train)
         first = TrainingConfig(epochs=1)
         await QuantumTrainer(first, db).fit(make_model(encoder), train, run_id="cfg")
-        with pytest.raises(TrainingError, match="other settings"):
+        with pytest.raises(ResumeMismatchError, match="other settings"):
             await QuantumTrainer(TrainingConfig(epochs=2), db).fit(
                 make_model(encoder), train, run_id="cfg"
             )
+        deeper = make_model(encoder, layers=2)
+        with pytest.raises(ResumeMismatchError, match=r"another architecture.*new run"):
+            await QuantumTrainer(first, db).fit(deeper, train, run_id="cfg")
+        frozen = QuantumModel(2, 1, encoder=encoder).freeze("all")
+        with pytest.raises(NoTrainableParametersError, match="nothing to train"):
+            await QuantumTrainer(first, db).fit(frozen, train, run_id="frozen")
+        with pytest.raises(UnknownComponentError, match="torch optimizers need"):
+            await QuantumTrainer(TrainingConfig(optimizer="AdamW"), db).fit(
+                make_model(encoder), train, run_id="adamw"
+            )
+        wide = QuantumModel(3, 1, task="classification", seed=1)
+        with pytest.raises(ModelInputError, match="takes 3 features"):
+            await QuantumTrainer(first, db).fit(wide, train, run_id="wide")
+        assert not await db.runs.exists("frozen") and not await db.runs.exists("wide")
