@@ -347,9 +347,11 @@ async def test_writers_in_several_processes_do_not_fail(tmp_path: Path) -> None:
             _, err = p.communicate(timeout=240)
             errors.append((p.returncode, err))
     finally:
-        for p in procs:  # never leave a writer behind, even when one failed
+        for p in procs:  # never leave a writer (or its pipe) behind, even when one failed
             p.kill()
             p.wait()
+            if p.stderr is not None:
+                p.stderr.close()
     assert [code for code, _ in errors] == [0, 0, 0], errors
     async with QuantumDatabase(url).connect() as db:
         versions = [d.version for d in await db.list_datasets()]
