@@ -34,7 +34,14 @@ from .config import TrainingConfig, torch_optimizer_class, torch_scheduler_class
 from .losses import correct_predictions, torch_loss
 from .tasks import ModelTask, StepResult
 
-__all__ = ["TorchModuleTask", "from_storable", "to_storable"]
+__all__ = [
+    "TorchModuleTask",
+    "from_storable",
+    "global_rng_state",
+    "seed_global_rngs",
+    "set_global_rng_state",
+    "to_storable",
+]
 
 _CLASS_LOSSES = ("cross_entropy", "nll_loss", "multi_margin_loss")
 
@@ -67,6 +74,38 @@ def from_storable(value: Any) -> Any:
     if isinstance(value, list):
         return [from_storable(v) for v in value]
     return value
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed torch's, NumPy's and Python's global generators from a run's seed, as a fresh
+    run starts (what dropout and other layers draw from: torch seeds its own generator at
+    random in every process). A resumed run restores them instead."""
+    derived = np.random.SeedSequence([seed, 0x7071]).generate_state(3, dtype=np.uint32)
+    torch.manual_seed(int(derived[0]))
+    np.random.seed(int(derived[1]))
+    random.seed(int(derived[2]))
+
+
+def global_rng_state() -> dict[str, Any]:
+    """Torch's, NumPy's and Python's global random states, as storable arrays."""
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state().numpy().copy(),
+        "numpy": [np_state[0], np_state[1].copy(), *map(float, np_state[2:])],
+        "python": [py_version, np.array(py_state, dtype=np.uint64), py_gauss],
+    }
+
+
+def set_global_rng_state(rng: Mapping[str, Any]) -> None:
+    """Restore :func:`global_rng_state` exactly."""
+    torch.set_rng_state(torch.from_numpy(np.array(rng["torch"], dtype=np.uint8)))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state(
+        (str(name), np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
+    )
+    version, py_state, gauss = rng["python"]
+    random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
 
 
 def _input_width(module: torch.nn.Module) -> int | None:
@@ -257,29 +296,17 @@ class TorchModuleTask(ModelTask):
         return result
 
     def seed_everything(self, seed: int) -> None:
-        """Seed torch's, NumPy's and Python's global generators from the run's seed, as a
-        fresh run starts (what dropout and other layers draw from: torch seeds its own
-        generator at random in every process). A resumed run restores them instead."""
-        derived = np.random.SeedSequence([seed, 0x7071]).generate_state(3, dtype=np.uint32)
-        torch.manual_seed(int(derived[0]))
-        np.random.seed(int(derived[1]))
-        random.seed(int(derived[2]))
+        seed_global_rngs(seed)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
-        py_version, py_state, py_gauss = random.getstate()
         return {
             "module": to_storable(self.module.state_dict()),
             "optimizer": to_storable(self.optimizer.state_dict()),
             "scheduler": None
             if self.scheduler is None
             else to_storable(self.scheduler.state_dict()),
-            "rng": {
-                "torch": torch.get_rng_state().numpy().copy(),
-                "numpy": [np_state[0], np_state[1].copy(), *map(float, np_state[2:])],
-                "python": [py_version, np.array(py_state, dtype=np.uint64), py_gauss],
-            },
+            "rng": global_rng_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -287,11 +314,4 @@ class TorchModuleTask(ModelTask):
         self.optimizer.load_state_dict(from_storable(state["optimizer"]))
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(from_storable(state["scheduler"]))
-        rng = state["rng"]
-        torch.set_rng_state(torch.from_numpy(np.array(rng["torch"], dtype=np.uint8)))
-        name, keys, pos, has_gauss, cached = rng["numpy"]
-        np.random.set_state(
-            (str(name), np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
-        )
-        version, py_state, gauss = rng["python"]
-        random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
+        set_global_rng_state(state["rng"])

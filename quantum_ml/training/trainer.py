@@ -28,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +38,6 @@ from backends.accounting import Budget
 from backends.base import Backend
 from backends.errors import BudgetExceededError
 from backends.simulator import SimulatorBackend
-from quantum_db.errors import RunExistsError
 from quantum_db.runs import validate_run_id
 
 from ..contracts import check_encoding
@@ -59,6 +56,7 @@ from .callbacks import (
 )
 from .config import TrainingConfig, math_settings
 from .execution import ManagedBackend
+from .lifecycle import SignalWatch, begin_run, end_run, record_failure
 from .state import History, TrainingState
 from .tasks import ModelTask, QuantumModelTask
 
@@ -121,7 +119,7 @@ class QuantumTrainer:
         self.gradient_method: str = (
             self._pick_method(self.backend) if not isinstance(backend, str) else "parameter-shift"
         )
-        self._stop_signal: int | None = None
+        self._signals = SignalWatch()
 
     async def aclose(self) -> None:
         """Nothing to release: backends belong to the database's BackendManager."""
@@ -295,8 +293,6 @@ class QuantumTrainer:
 
         checkpoint = await self.db.checkpoints.latest(run_id)
         if checkpoint is not None:
-            # A run left `running` by a dead process is recorded interrupted before resuming.
-            await self.db.runs.detect_interrupted(run_id)
             saved = checkpoint.state
             self._check_resumable(saved, task, run_id)
             task.load_state_dict(saved["task"])
@@ -312,23 +308,16 @@ class QuantumTrainer:
                 return state.history
             if state.history.stop_reason in ("interrupted", "budget"):
                 state.history.stop_reason = None  # a stop that leaves the run resumable
-            # Rows written after the checkpoint are written again: replace, never duplicate.
-            await self.db.metrics.truncate_after(run_id, state.step)
-            await self.db.runs.start(run_id, self.db.owner_id)
         else:
             task.seed_everything(c.seed)
-            try:
-                await self.db.runs.create(
-                    run_id,
-                    config=c.to_dict(),
-                    backend=backend.name,
-                    seed=c.seed,
-                    owner_id=self.db.owner_id,
-                )
-            except RunExistsError:  # started, then killed before its first checkpoint
-                await self.db.runs.detect_interrupted(run_id)
-                await self.db.metrics.truncate_after(run_id, 0)
-                await self.db.runs.start(run_id, self.db.owner_id)
+        await begin_run(
+            self.db,
+            run_id,
+            resume_step=None if checkpoint is None else state.step,
+            config=c.to_dict(),
+            backend=backend.name,
+            seed=c.seed,
+        )
         if state.encoding_override:
             # Recorded in the run: its alerts, and every checkpoint's state.
             await self.db.alerts.raise_alert(
@@ -346,26 +335,17 @@ class QuantumTrainer:
             get_lr=task.get_lr,
             set_lr=task.set_lr,
         )
-        self._stop_signal = None
-        restore = self._install_signal_handlers()
+        restore = self._signals.install()
         try:
             await callbacks.call("on_train_begin", ctx)
             await _Loop(self, task, backend, callbacks, ctx, rng, train_loader, val_loader).run()
             await callbacks.call("on_train_end", ctx)
         except BaseException as exc:
             restore()
-            await self._fail(run_id, exc)
+            await record_failure(self.db, run_id, exc)
             raise
         restore()
-        await self.db.metrics.flush()
-        await self.db.backend_manager.flush_jobs()
-        reason = state.history.stop_reason
-        if reason is None:
-            await self.db.runs.finish(run_id, "finished")
-        elif reason == "interrupted":
-            await self.db.runs.finish(run_id, "interrupted", ctx.stop_message or reason)
-        else:
-            await self.db.runs.finish(run_id, "stopped", f"{reason}: {ctx.stop_message or reason}")
+        await end_run(self.db, run_id, state.history.stop_reason, ctx.stop_message)
         self._set_trained_contract(model, train_loader)
         return state.history
 
@@ -374,23 +354,6 @@ class QuantumTrainer:
         """A torch module remembers the contract of the data it was trained on."""
         if _is_torch_module(model) and getattr(model, "qdb_encoding", None) is None:
             model.qdb_encoding = dict(loader.info.encoding)  # type: ignore[attr-defined]
-
-    async def _fail(self, run_id: str, exc: BaseException) -> None:
-        """Record why the run ended with an error (a cancelled fit is interrupted)."""
-        try:
-            await asyncio.shield(self.db.metrics.flush())
-        except Exception as flush_error:  # the original error is what matters
-            logger.warning("could not flush the metrics of run %r: %s", run_id, flush_error)
-        status = (
-            "interrupted"
-            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            else "failed"
-        )
-        reason = f"{type(exc).__name__}: {exc}" if status == "failed" else "cancelled"
-        try:
-            await asyncio.shield(self.db.runs.finish(run_id, status, reason))
-        except Exception as record_error:
-            logger.warning("could not record the end of run %r: %s", run_id, record_error)
 
     def _check_resumable(self, saved: Mapping[str, Any], task: ModelTask, run_id: str) -> None:
         from ..errors import ResumeMismatchError
@@ -434,40 +397,6 @@ class QuantumTrainer:
         if c.progress:
             built.append(ProgressBar())
         return CallbackList([*built, *self.user_callbacks.callbacks])
-
-    # ------------------------------------------------------------------ signals
-    def _request_stop(self, signum: int) -> None:
-        self._stop_signal = signum
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        """Make SIGINT/SIGTERM request a stop at the next step boundary; returns the undo.
-
-        Only possible in the main thread on an event loop that supports signal handlers
-        (not on Windows); elsewhere nothing is installed and signals act as before.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        loop = asyncio.get_running_loop()
-        installed: list[tuple[signal.Signals, Any]] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous = signal.getsignal(sig)
-                loop.add_signal_handler(sig, self._request_stop, int(sig))
-            except (NotImplementedError, RuntimeError, ValueError, OSError):
-                continue
-            installed.append((sig, previous))
-
-        def restore() -> None:
-            for sig, previous in installed:
-                try:
-                    loop.remove_signal_handler(sig)
-                    if previous is not None:
-                        signal.signal(sig, previous)
-                except (RuntimeError, ValueError, OSError):  # pragma: no cover - loop closed
-                    pass
-            installed.clear()
-
-        return restore
 
 
 class _Loop:
@@ -586,8 +515,8 @@ class _Loop:
                 if k < s.batch:
                     k += 1
                     continue
-                if trainer._stop_signal is not None:
-                    name = signal.Signals(trainer._stop_signal).name
+                if trainer._signals.received is not None:
+                    name = trainer._signals.name
                     await self.stop(
                         "interrupted", f"{name} received; checkpointed at step {s.step}"
                     )
