@@ -244,3 +244,62 @@ def estimate_lines(
         lines.append("no backend here can run this job")
     lines += ["", RUN_HINT]
     return lines
+
+
+def qgan_estimate_lines(
+    *,
+    qubits: int,
+    reps: int,
+    shots: int,
+    epochs: int,
+    steps_per_epoch: int,
+    g_steps: int = 1,
+    error_mitigation: bool | None = None,
+    ionq_configured: bool = False,
+) -> list[str]:
+    """The cost plan of a Born-machine QGAN (H, then the RY/CZ ansatz with ``reps``) on
+    every catalogued backend: per step, ``g_steps`` times one measured distribution and
+    ``2 x weights`` shifted ones (parameter shift), each one job of ``shots`` shots; every
+    shot is one generated sample, so the cost per generated sample is the job's price
+    over its shots."""
+    from .qgan.ansatz import compose, initial_state, ry_cz_ansatz
+
+    circuit = compose(initial_state("uniform", n_qubits=qubits), ry_cz_ansatz(qubits, reps=reps))
+    counts = circuit.count_gates()
+    weights = len(circuit.parameters_of_kind("weight"))
+    per_step = g_steps * (2 * weights + 1)
+    lines = [
+        f"generator: Born machine, {qubits} qubits, RY/CZ x {reps} -> {weights} weights; "
+        f"circuit has {counts[1]} one-qubit and {counts[2]} two-qubit gates, "
+        f"depth {circuit.depth()}",
+        f"training: {epochs} epochs x {steps_per_epoch} steps, {per_step} distributions of "
+        f"{shots} shots per step ({g_steps} x (1 + 2 x {weights} shifted)), "
+        f"{epochs * steps_per_epoch * per_step * shots:,} generated samples in all",
+        "",
+    ]
+    entries = catalogue(ionq_configured)
+    width = max(len(e.name) for e in entries)
+    for entry in entries:
+        reasons = blockers(entry, circuit, shots)
+        if reasons:
+            lines.append(f"{entry.name:<{width}} cannot run this job: {'; '.join(reasons)}")
+            continue
+        plan = plan_training_cost(
+            entry.price,
+            circuit,
+            shots=shots,
+            epochs=epochs,
+            n_samples=steps_per_epoch,
+            batch_size=1,
+            gradient_evaluations=per_step,
+            error_mitigation=error_mitigation,
+        )
+        if entry.price.is_free:
+            lines.append(f"{entry.name:<{width}} free: {plan.describe_jobs()}")
+            continue
+        per_sample = plan.total / (plan.jobs * shots)
+        lines.append(
+            f"{entry.name:<{width}} {plan.describe()}; ${per_sample:.6f} per generated sample"
+        )
+    lines += ["", RUN_HINT]
+    return lines

@@ -100,8 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="IonQ error mitigation (default: on from 500 shots, as IonQ does)",
     )
+    estimate.add_argument(
+        "--qgan",
+        action="store_true",
+        help="price a Born-machine QGAN instead: H then --layers RY/CZ reps on --qubits, "
+        "--steps steps per epoch",
+    )
+    estimate.add_argument("--steps", type=int, default=1, help="QGAN steps per epoch (default 1)")
+    estimate.add_argument(
+        "--g-steps", type=int, default=1, help="QGAN generator updates per step (default 1)"
+    )
     demo = commands.add_parser(
         "demo", help="the main job: store a dataset, train a hybrid classifier, register it"
+    )
+    demo.add_argument(
+        "kind",
+        nargs="?",
+        choices=("classifier", "hybrid", "qgan"),
+        default="classifier",
+        help="classifier (default), hybrid (Linear -> TorchQuantumLayer -> Linear) or qgan "
+        "(a Born machine learns a log-normal distribution)",
     )
     demo.add_argument(
         "--url", help="database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
@@ -290,6 +308,30 @@ def _estimate(args: argparse.Namespace) -> int:
             print(f"qdb estimate: --{name} must be at most {limit}", file=sys.stderr)
             return 2
     mitigation = {"on": True, "off": False, "default": None}[args.error_mitigation]
+    if args.qgan:
+        from .backend_report import qgan_estimate_lines
+
+        if args.exact:
+            print(
+                "qdb estimate: --qgan prices measured distributions: give --shots", file=sys.stderr
+            )
+            return 2
+        for name in ("steps", "g_steps"):
+            if getattr(args, name) < 1:
+                print(f"qdb estimate: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+                return 2
+        for line in qgan_estimate_lines(
+            qubits=args.qubits,
+            reps=args.layers,
+            shots=args.shots,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps,
+            g_steps=args.g_steps,
+            error_mitigation=mitigation,
+            ionq_configured=Settings().ionq_api_key is not None,
+        ):
+            print(line)
+        return 0
     for line in estimate_lines(
         qubits=args.qubits,
         layers=args.layers,
@@ -311,7 +353,12 @@ def _demo(args: argparse.Namespace) -> int:
     # Every option is checked before a folder is made or the database opened.
     asyncio.run(check_demo_options(budget_usd=args.budget, backend=args.backend))
     _make_database_folder(args.url)
-    if args.hybrid:
+    if args.kind == "qgan":
+        from .qgan_demo import run_qgan_demo
+
+        qgan = asyncio.run(run_qgan_demo(args.url))
+        return 0 if qgan.relative_entropy < qgan.initial_relative_entropy else 1
+    if args.hybrid or args.kind == "hybrid":
         from .hybrid_demo import run_hybrid_demo
 
         hybrid = asyncio.run(

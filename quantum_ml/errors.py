@@ -27,14 +27,22 @@ from __future__ import annotations
 from backends.errors import QuantumDBError
 
 __all__ = [
+    "DataOutOfBoundsError",
+    "DiscriminatorError",
+    "DistributionError",
     "EncodingError",
     "EncodingMismatchError",
+    "GANConfigError",
+    "GANError",
+    "GeneratorError",
     "GradientError",
     "GradientMethodError",
+    "GridError",
     "HPOError",
     "LearningError",
     "ModelError",
     "ModelInputError",
+    "MonitorError",
     "NoTrainableParametersError",
     "OptimizerError",
     "QuantumDBError",
@@ -99,3 +107,35 @@ class HPOError(LearningError, ValueError):
 
 class TorchLayerError(LearningError, ValueError):
     """A bad argument to :class:`~quantum_ml.torch_layer.TorchQuantumLayer`."""
+
+
+class GANError(LearningError, ValueError):
+    """A quantum GAN given something it cannot train: the root of the QGAN errors."""
+
+
+class GANConfigError(GANError):
+    """A GANConfig setting out of range: a D:G ratio of 0, shots of 0, an unknown loss..."""
+
+
+class GridError(GANError):
+    """Grid bounds that are empty, reversed or not finite, or bits that do not fit."""
+
+
+class GeneratorError(GANError):
+    """A generator circuit, weights or shots a quantum generator cannot use."""
+
+
+class DataOutOfBoundsError(GANError):
+    """Training data outside the generator's bounds (``data_policy="refuse"``)."""
+
+
+class DiscriminatorError(GANError):
+    """A discriminator whose input width differs from the data's, or none where needed."""
+
+
+class DistributionError(LearningError, ValueError):
+    """Probabilities, counts or samples a distribution metric cannot compare."""
+
+
+class MonitorError(GANError):
+    """A bad setting of a long-run monitor: a patience of 0, reversed bounds..."""

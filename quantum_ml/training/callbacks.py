@@ -50,8 +50,10 @@ class TrainingContext:
     """What a hook sees of the run: its id, settings and state, and a few levers."""
 
     run_id: str
-    config: TrainingConfig
-    state: TrainingState
+    #: The run's settings and state: a TrainingConfig and TrainingState in the trainer, a
+    #: GANConfig and GANState in a QuantumGAN (whose context is a GANContext).
+    config: TrainingConfig | Any
+    state: TrainingState | Any
     steps_per_epoch: int
     get_lr: Callable[[], float]
     set_lr: Callable[[float], None]

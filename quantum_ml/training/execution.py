@@ -89,6 +89,8 @@ class ManagedBackend(Backend):
         #: The exact adjoint method is offered where the named backend is the simulator.
         self.exact_adjoint = isinstance(self.inner, SimulatorBackend)
         self._tally = _Tally()
+        #: Shots measured by every run so far (bindings x shots): what a run sampled.
+        self.shots_run = 0
 
     @property
     def capabilities(self) -> Capabilities:
@@ -145,6 +147,8 @@ class ManagedBackend(Backend):
             request_key=self._key(circuit, values, observables, shots, seed),
         )
         meta = result.metadata
+        if shots is not None:
+            self.shots_run += int(result.shots or shots) * len(values)
         tally = self._tally
         tally.cost_usd += float(meta.get("cost_usd", meta.get("estimated_cost_usd", 0.0)) or 0.0)
         if "degraded" in meta:
