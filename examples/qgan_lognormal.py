@@ -42,7 +42,11 @@ def lognormal_target() -> np.ndarray:
 
 async def main(url: str, epochs: int, seed: int) -> None:
     generator = QuantumGenerator(
-        ry_cz_ansatz(3, reps=1), bounds=[(0, 7)], bits=[3], initial_state="uniform", seed=seed
+        ry_cz_ansatz(3, reps=1, entanglement="circular"),
+        bounds=[(0, 7)],
+        bits=[3],
+        initial_state="uniform",
+        seed=seed,
     )
     torch.manual_seed(seed)
     adam = {"betas": (0.7, 0.99), "amsgrad": True}

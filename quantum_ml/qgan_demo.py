@@ -70,7 +70,11 @@ async def run_qgan_demo(
             metadata={"source": "log-normal(mu=1, sigma=1), seed 7, at most 7.5"},
         )
         generator = QuantumGenerator(
-            ry_cz_ansatz(3, reps=1), bounds=[(0.0, 7.0)], bits=[3], initial_state="uniform", seed=3
+            ry_cz_ansatz(3, reps=1, entanglement="circular"),
+            bounds=[(0.0, 7.0)],
+            bits=[3],
+            initial_state="uniform",
+            seed=3,
         )
         torch.manual_seed(3)
         config = GANConfig(

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from quantum_db import QuantumDatabase
 from quantum_db.registry.schema import LeaseRow
@@ -160,3 +161,48 @@ def test_estimate_matches_the_formula(tmp_path: Path) -> None:
     assert f"${per_job:,.4f} each" in line
     bad = qdb("estimate", "--epochs", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--epochs must be positive" in bad.stderr
+
+
+def test_estimate_prices_a_qgan_per_job_and_per_generated_sample(tmp_path: Path) -> None:
+    out = qdb(
+        "estimate", "--qgan", "--qubits", "3", "--layers", "1", "--shots", "100",
+        "--epochs", "2", "--steps", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # Per step one distribution and 2 x 6 shifted ones (6 weights), one job each; every
+    # shot is a generated sample.
+    jobs = 2 * 3 * (2 * 6 + 1)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("ionq-aria "))
+    found = re.search(r"([\d,]+) jobs of 100 shots at \$([\d.,]+) each: \$([\d.,]+); "
+                      r"\$([\d.]+) per generated sample", line)  # fmt: skip
+    assert found is not None, line
+    count, per_job, total, per_sample = (float(g.replace(",", "")) for g in found.groups())
+    assert count == jobs
+    assert total == pytest.approx(jobs * per_job, abs=0.01)
+    assert per_sample == pytest.approx(per_job / 100, abs=1e-6)
+    assert "free" in next(x for x in out.stdout.splitlines() if x.startswith("simulator "))
+    bad = qdb("estimate", "--qgan", "--exact", cwd=tmp_path)
+    assert bad.returncode == 2 and "--qgan prices measured distributions" in bad.stderr
+
+
+def test_demo_qgan_trains_and_registers_a_generator(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.sqlite'}"
+    out = qdb("demo", "qgan", "--url", url, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"relative entropy (\S+) -> (\S+); mode coverage (\S+)", out.stdout)
+    assert found is not None, out.stdout
+    first, last, coverage = (float(found.group(i).rstrip(";")) for i in (1, 2, 3))
+    assert last < first and 0.0 <= coverage <= 1.0
+
+    async def check() -> None:
+        async with QuantumDatabase(url).connect() as db:
+            version = await db.models.get("lognormal-qgan")
+            assert version.encoding is not None and version.encoding["bits"] == [3]
+            assert (
+                version.metrics["relative_entropy"] == last
+                or abs(version.metrics["relative_entropy"] - last) < 5e-5
+            )
+
+    import asyncio
+
+    asyncio.run(check())

@@ -367,7 +367,9 @@ async def test_shots_only_backend_batches_and_refuses_exact() -> None:
 
 # ---------------------------------------------------------------- sampling
 async def test_samples_follow_the_probabilities(sim: SimulatorBackend) -> None:
-    gen = QuantumGenerator(ry_cz_ansatz(3, reps=1), bounds=[(0, 7)], bits=[3], seed=3)
+    gen = QuantumGenerator(
+        ry_cz_ansatz(3, reps=1, entanglement="circular"), bounds=[(0, 7)], bits=[3], seed=3
+    )
     p = await gen.probabilities(sim)
     n = 20000
     assert np.min(p) * n >= 5  # chi-square's expected counts

@@ -1245,7 +1245,10 @@ class _GANLoop:
                     {f"step_{k}": v for k, v in logs.items() if math.isfinite(v)},
                     s.step,
                 )
-                await self.callback_list.call("on_step_end", ctx, s.step, logs)
+                # "loss" is the generator's, for callbacks written for the trainer (the
+                # progress bar shows it).
+                step_logs = {**logs, "loss": logs.get("generator_loss", math.nan)}
+                await self.callback_list.call("on_step_end", ctx, s.step, step_logs)
             metrics = await self.end_epoch(epoch)
             await self.callback_list.call("on_epoch_end", ctx, epoch, metrics)
             if ctx.stop_reason is not None:
