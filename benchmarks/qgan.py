@@ -272,6 +272,27 @@ async def lognormal_run(seed: int, epochs: int, directory: Path) -> tuple[float,
     return history.final["relative_entropy"], min(history["relative_entropy"])
 
 
+def best_achievable() -> float:
+    """The lowest relative entropy the generator's circuit can reach: BFGS on the relative
+    entropy itself from 10 starts, with Qiskit's Statevector (not quantum-db) computing it."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit.library import n_local
+    from qiskit.quantum_info import Statevector
+    from scipy.optimize import minimize
+
+    target = lognormal_target()
+    qc = QuantumCircuit(3)
+    qc.h(range(3))
+    qc.compose(n_local(3, "ry", "cz", entanglement="circular", reps=1), inplace=True)
+
+    def kl(w: np.ndarray) -> float:
+        p = Statevector(qc.assign_parameters(w)).probabilities()
+        return float(entropy(np.maximum(p, 1e-8), target))
+
+    starts = np.random.default_rng(0).uniform(-np.pi, np.pi, (10, qc.num_parameters))
+    return min(float(minimize(kl, s, method="BFGS").fun) for s in starts)
+
+
 def lognormal_part(epochs: int, seeds: int, lines: list[str]) -> bool:
     runs = []
     start = time.perf_counter()
@@ -292,7 +313,7 @@ def lognormal_part(epochs: int, seeds: int, lines: list[str]) -> bool:
         + ", ".join(f"{s:.4f}" for s in scores)
         + f". All {seeds} fits: {seconds:.1f} s. The median of each run's best epoch "
         f"(what the best checkpoint holds): {best_median:.4f}; the best this ansatz can do "
-        "(BFGS on the relative entropy itself, 10 starts): 0.0147.",
+        f"(BFGS on the relative entropy itself, 10 starts): {best_achievable():.4f}.",
         "",
     ]
     return ok
