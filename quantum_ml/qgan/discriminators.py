@@ -5,7 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-import torch
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the QGAN trains torch networks: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 
 from backends.base import Backend
 

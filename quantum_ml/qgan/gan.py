@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the QGAN trains torch networks: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 from numpy.typing import ArrayLike, NDArray
 
 from backends.accounting import Budget

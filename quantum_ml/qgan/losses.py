@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
+from backends.errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as exc:  # the QGAN trains torch networks: say how to get torch
+    raise MissingDependencyError(
+        f"{__name__} needs PyTorch ({exc}): pip install 'quantum-db[torch]'"
+    ) from exc
 
 __all__ = [
     "LOSSES",
