@@ -16,7 +16,15 @@ Errors caused by bad input also derive from ``ValueError``, as in ``backends``.
         │   └── ResumeMismatchError        a run resumed with another architecture or config
         ├── EncodingMismatchError (ValueError)  data encoded otherwise than the model expects
         ├── HPOError (ValueError)          a search space or strategy the search cannot use
-        └── TorchLayerError (ValueError)   bad inputs, weights or settings of the torch layer
+        ├── TorchLayerError (ValueError)   bad inputs, weights or settings of the torch layer
+        ├── DistributionError (ValueError) probabilities or counts a metric cannot compare
+        └── GANError (ValueError)          root of the quantum GAN's errors
+            ├── GANConfigError             a GANConfig setting out of range (shots 0, D:G 0)
+            ├── GridError                  bounds empty, reversed or not finite; bad bits
+            ├── GeneratorError             a generator's circuit, weights or shots
+            ├── DataOutOfBoundsError       data outside the bounds (data_policy="refuse")
+            ├── DiscriminatorError         a discriminator of the wrong width, or none
+            └── MonitorError               a bad setting of a long-run monitor
 
 Errors of the layers below pass through unchanged: a backend's ``BudgetExceededError``
 or a registry's ``DatasetNotFoundError`` keeps its own type.
