@@ -3,8 +3,8 @@
 ``quantum_db`` may import ``backends``; it never imports ``quantum_ml``.
 """
 
-from .accounting import SqlAccounting
-from .alerts import MAX_ALERT_MESSAGE_LENGTH, Alert, AlertStore
+from .accounting import BudgetSummary, LedgerEntry, SqlAccounting
+from .alerts import ALERT_SEVERITIES, MAX_ALERT_MESSAGE_LENGTH, Alert, AlertStore
 from .checkpoints import Checkpoint, CheckpointInfo, CheckpointStore
 from .database import QuantumDatabase
 from .datasets import DEFAULT_SPLITS, Dataset, DatasetInfo, DatasetStore
@@ -53,6 +53,7 @@ from .vectorstores import (
 )
 
 __all__ = [
+    "ALERT_SEVERITIES",
     "DEFAULT_DATABASE_FILE",
     "DEFAULT_SPLITS",
     "ENDED_RUN_STATUSES",
@@ -61,6 +62,7 @@ __all__ = [
     "RUN_STATUSES",
     "Alert",
     "AlertStore",
+    "BudgetSummary",
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",
@@ -78,6 +80,7 @@ __all__ = [
     "DatasetStore",
     "EmptyDatasetError",
     "InvalidNameError",
+    "LedgerEntry",
     "LocalVectorStore",
     "MLDataLoader",
     "Metric",

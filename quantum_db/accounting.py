@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,7 +20,35 @@ from .leases import live_owner_ids
 from .registry.engine import UNIQUE_KEY_RACE, Registry, lost_unique_key_race
 from .registry.schema import BudgetRow, JobRow, LedgerRow
 
-__all__ = ["SqlAccounting"]
+__all__ = ["BudgetSummary", "LedgerEntry", "SqlAccounting"]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSummary:
+    """One budget: its limit, what completed jobs were charged, what is still reserved."""
+
+    name: str
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
+    jobs: int
+    created_at: float
+
+    @property
+    def remaining_usd(self) -> float:
+        return max(0.0, self.limit_usd - self.spent_usd - self.reserved_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One line of a budget's ledger: a reservation, its release, or a charge."""
+
+    budget: str
+    job_id: str | None
+    kind: str
+    amount_usd: float
+    created_at: float
+
 
 logger = logging.getLogger(__name__)
 
@@ -415,6 +444,65 @@ class SqlAccounting:
             query = query.where(JobRow.run_id == run_id)
         async with self._registry.session() as session:
             return list((await session.scalars(query)).all())
+
+    async def budgets(self) -> list[BudgetSummary]:
+        """Every budget, oldest first, with its spend and open reservations."""
+        async with self._registry.session() as session:
+            budgets = (
+                await session.scalars(select(BudgetRow).order_by(BudgetRow.created_at))
+            ).all()
+            sums = (
+                await session.execute(
+                    select(
+                        LedgerRow.budget_id,
+                        LedgerRow.kind,
+                        func.coalesce(func.sum(LedgerRow.amount_usd), 0.0),
+                        func.count(func.distinct(LedgerRow.job_id)),
+                    ).group_by(LedgerRow.budget_id, LedgerRow.kind)
+                )
+            ).all()
+        by_budget: dict[str, dict[str, tuple[float, int]]] = {}
+        for budget_id, kind, total, jobs in sums:
+            by_budget.setdefault(budget_id, {})[kind] = (float(total), int(jobs))
+        out = []
+        for row in budgets:
+            kinds = by_budget.get(row.id, {})
+            exposure = sum(total for total, _ in kinds.values())
+            spent = kinds.get("charge", (0.0, 0))[0]
+            out.append(
+                BudgetSummary(
+                    row.id,
+                    float(row.limit_usd),
+                    spent,
+                    max(0.0, exposure - spent),
+                    kinds.get("reservation", (0.0, 0))[1],
+                    float(row.created_at),
+                )
+            )
+        return out
+
+    async def ledger(self, budget_name: str) -> list[LedgerEntry]:
+        """The ledger of one budget, oldest first; an unknown budget is an error."""
+        from .errors import NotFoundError
+
+        async with self._registry.session() as session:
+            if await session.get(BudgetRow, budget_name) is None:
+                known = (await session.scalars(select(BudgetRow.id))).all()
+                raise NotFoundError(
+                    f"no budget {budget_name!r}"
+                    + (f"; budgets: {', '.join(sorted(known)[:10])}" if known else "")
+                )
+            rows = (
+                await session.scalars(
+                    select(LedgerRow)
+                    .where(LedgerRow.budget_id == budget_name)
+                    .order_by(LedgerRow.created_at, LedgerRow.id)
+                )
+            ).all()
+        return [
+            LedgerEntry(r.budget_id, r.job_id, r.kind, float(r.amount_usd), float(r.created_at))
+            for r in rows
+        ]
 
     def __repr__(self) -> str:
         return f"SqlAccounting({self._registry!r}, owner_id={self.owner_id!r})"

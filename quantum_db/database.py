@@ -211,6 +211,15 @@ class QuantumDatabase:
         return self._state().backend_manager
 
     @property
+    def accounting(self) -> SqlAccounting:
+        """Jobs, budgets and the ledger in the registry (the manager's own accounting
+        when it keeps it here, so that its held-back job rows are seen too)."""
+        kept = self.backend_manager.accounting
+        if isinstance(kept, SqlAccounting):
+            return kept
+        return SqlAccounting(self.registry, owner_id=self.owner_id)
+
+    @property
     def models(self) -> ModelRegistry:
         return self._state().models
 

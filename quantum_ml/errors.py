@@ -18,13 +18,21 @@ Errors caused by bad input also derive from ``ValueError``, as in ``backends``.
         ├── HPOError (ValueError)          a search space or strategy the search cannot use
         ├── TorchLayerError (ValueError)   bad inputs, weights or settings of the torch layer
         ├── DistributionError (ValueError) probabilities or counts a metric cannot compare
-        └── GANError (ValueError)          root of the quantum GAN's errors
-            ├── GANConfigError             a GANConfig setting out of range (shots 0, D:G 0)
-            ├── GridError                  bounds empty, reversed or not finite; bad bits
-            ├── GeneratorError             a generator's circuit, weights or shots
-            ├── DataOutOfBoundsError       data outside the bounds (data_policy="refuse")
-            ├── DiscriminatorError         a discriminator of the wrong width, or none
-            └── MonitorError               a bad setting of a long-run monitor
+        ├── GANError (ValueError)          root of the quantum GAN's errors
+        │   ├── GANConfigError             a GANConfig setting out of range (shots 0, D:G 0)
+        │   ├── GridError                  bounds empty, reversed or not finite; bad bits
+        │   ├── GeneratorError             a generator's circuit, weights or shots
+        │   ├── DataOutOfBoundsError       data outside the bounds (data_policy="refuse")
+        │   ├── DiscriminatorError         a discriminator of the wrong width, or none
+        │   └── MonitorError               a bad setting of a long-run monitor
+        └── MonitoringError                watching a run: metrics, alerts, dashboards, exports
+            ├── QuantumMetricError (ValueError)  a state or subsystem a metric cannot measure
+            ├── AlertRuleError (ValueError)      a bad rule, or one on a metric that does not exist
+            ├── UnknownMetricError (LookupError, ValueError)  a key the run never logged
+            ├── DashboardError                   a dashboard that cannot be written
+            ├── UIError                          qdb ui cannot bind its host and port
+            └── ExportError                      a run that cannot be exported
+                └── ExportUnreachableError       the MLflow tracking server cannot be reached
 
 Errors of the layers below pass through unchanged: a backend's ``BudgetExceededError``
 or a registry's ``DatasetNotFoundError`` keeps its own type.
@@ -35,11 +43,15 @@ from __future__ import annotations
 from backends.errors import QuantumDBError
 
 __all__ = [
+    "AlertRuleError",
+    "DashboardError",
     "DataOutOfBoundsError",
     "DiscriminatorError",
     "DistributionError",
     "EncodingError",
     "EncodingMismatchError",
+    "ExportError",
+    "ExportUnreachableError",
     "GANConfigError",
     "GANError",
     "GeneratorError",
@@ -51,13 +63,17 @@ __all__ = [
     "ModelError",
     "ModelInputError",
     "MonitorError",
+    "MonitoringError",
     "NoTrainableParametersError",
     "OptimizerError",
     "QuantumDBError",
+    "QuantumMetricError",
     "ResumeMismatchError",
     "TorchLayerError",
     "TrainingError",
+    "UIError",
     "UnknownComponentError",
+    "UnknownMetricError",
 ]
 
 
@@ -147,3 +163,36 @@ class DistributionError(LearningError, ValueError):
 
 class MonitorError(GANError):
     """A bad setting of a long-run monitor: a patience of 0, reversed bounds..."""
+
+
+class MonitoringError(LearningError):
+    """Watching a run went wrong: metrics, alerts, dashboards, exports."""
+
+
+class QuantumMetricError(MonitoringError, ValueError):
+    """A state, subsystem, gradient array or circuit a quantum metric cannot measure."""
+
+
+class AlertRuleError(MonitoringError, ValueError):
+    """A bad alert rule: an unknown comparison or severity, N < 1, or no such metric."""
+
+
+class UnknownMetricError(MonitoringError, LookupError, ValueError):
+    """A metric key the run never logged; the message lists the keys it has."""
+
+
+class DashboardError(MonitoringError):
+    """A dashboard or plot that cannot be written (an unwritable folder, no data)."""
+
+
+class UIError(MonitoringError):
+    """``qdb ui`` cannot serve: a port that is taken, a host that cannot be bound."""
+
+
+class ExportError(MonitoringError):
+    """A run that cannot be exported (an unknown format, an unwritable target)."""
+
+
+class ExportUnreachableError(ExportError):
+    """The export target (an MLflow tracking server) cannot be reached; nothing of this
+    attempt is lost: exporting again later sends what is missing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,9 @@ from quantum_db.settings import Settings
 
 from .encoders import QuantumDataEncoder
 from .models import QuantumModel
+from .monitoring.standard import standard_monitors
 from .trainer import QuantumTrainer, TrainingConfig
+from .training.callbacks import Callback, LambdaCallback, TrainingContext
 
 __all__ = [
     "DEMO_SHOTS",
@@ -131,6 +134,7 @@ async def run_training_demo(
     budget_usd: float = 5.0,
     backend: str | None = None,
     verbose: bool = True,
+    monitors: bool = True,
 ) -> DemoResult:
     """Two moons -> database -> backend (``backend``, or the one chosen under the budget)
     -> trained, registered model.
@@ -142,7 +146,7 @@ async def run_training_demo(
     finds the same dataset version and its finished run, and trains nothing twice.
     """
     start = time.perf_counter()
-    say = print if verbose else (lambda *_: None)
+    say = print if verbose else (lambda *_, **__: None)
     await check_demo_options(budget_usd=budget_usd, backend=backend)
     # Each invocation has a budget of its own: a named budget keeps one limit for good.
     budget = Budget(usd=float(budget_usd), name=f"qdb-demo-{uuid.uuid4().hex[:12]}")
@@ -193,7 +197,19 @@ async def run_training_demo(
             nonlocal steps_now
             steps_now += 1
 
-        trainer = QuantumTrainer(config, db, chosen, on_step=count)
+        def show(ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
+            streamed.append(epoch)
+            say(
+                f"epoch {epoch:2d}  train_loss {metrics['train_loss']:.4f}  "
+                f"val_accuracy {metrics.get('val_accuracy', float('nan')):.3f}",
+                flush=True,
+            )
+
+        streamed: list[int] = []
+        callbacks: list[Callback] = [LambdaCallback(on_epoch_end=show)]
+        if monitors:
+            callbacks += standard_monitors()
+        trainer = QuantumTrainer(config, db, chosen, on_step=count, callbacks=callbacks)
         train = db.create_ml_data_loader(
             "moons", batch_size=16, seed=0, split="train", version=info.version
         )
@@ -224,10 +240,13 @@ async def run_training_demo(
             version = registered.version
         spent = await manager.accounting.exposure(budget)
         checkpoints = await db.checkpoints.list(run_id)
+    # Epochs trained before this call (a resumed or already finished run) are shown from
+    # the history; those trained now were printed as they ended.
     for epoch, loss, acc in zip(
         history.epochs, history.train_loss, history.val_accuracy, strict=True
     ):
-        say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
+        if epoch not in streamed:
+            say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
     elapsed = time.perf_counter() - start
     outcome = _OUTCOMES.get(history.stop_reason or "", history.stop_reason)
     say(

@@ -172,8 +172,21 @@ class SimulatorBackend(Backend):
         return program
 
     def _row_budget(self, num_qubits: int) -> int:
-        """State rows one thread evolves together (at least one)."""
-        return max(1, _ROWS_BYTES // self._row_bytes(num_qubits))
+        """State rows one thread evolves together (at least one); a lowered memory bound
+        (:meth:`limit_memory`) makes the chunks smaller too."""
+        return max(1, min(_ROWS_BYTES, self.max_memory_bytes // 8) // self._row_bytes(num_qubits))
+
+    def limit_memory(self, max_bytes: int) -> int:
+        """Lower the working-set bound to ``max_bytes`` (never raises it); returns the bound.
+
+        Later runs split their batches into fewer parallel chunks of fewer rows, so a
+        process short of memory slows down instead of being killed. Results do not change:
+        every row is simulated the same way whatever the chunking.
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise BackendError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        self.max_memory_bytes = min(self.max_memory_bytes, max_bytes)
+        return self.max_memory_bytes
 
     def _row_bytes(self, num_qubits: int) -> int:
         return (1 << num_qubits) * np.dtype(self._dtype).itemsize

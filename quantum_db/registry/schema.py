@@ -278,3 +278,12 @@ class AlertRow(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    #: The rule that fired (None: raised by hand), its severity and the latest firing's step.
+    rule: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    severity: Mapped[str] = mapped_column(String(16), default="warning", server_default="warning")
+    step: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    #: Firings this row stands for: a rule firing again while open updates the row.
+    count: Mapped[int] = mapped_column(BigInt, default=1, server_default="1")
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True, default=now)
+    #: When the condition cleared; None while the alert is open.
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)

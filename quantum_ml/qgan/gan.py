@@ -216,6 +216,9 @@ class GANContext(TrainingContext):
             steps_per_epoch=loop.data.steps_per_epoch,
             get_lr=lambda: loop.get_lr(loop.g_opt),
             set_lr=lambda lr: loop.set_lr(loop.g_opt, lr),
+            db=loop.db,
+            backend=loop.backend,
+            task=loop.gen,
         )
         self._loop = loop
 
@@ -556,6 +559,7 @@ class QuantumGAN:
             await callbacks.call("on_train_end", ctx)
         except BaseException as exc:
             restore()
+            await callbacks.call_on_exception(ctx, exc)
             await record_failure(self.db, run_id, exc)
             raise
         restore()

@@ -14,6 +14,7 @@ callbacks themselves; the trainer adds those its :class:`TrainingConfig` asks fo
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import sys
@@ -61,6 +62,11 @@ class TrainingContext:
     stop_reason: str | None = None
     stop_message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The run's QuantumDatabase, its (managed) backend and what it trains (a ModelTask in
+    #: the trainer, the generator in a QuantumGAN): what monitors read, never replace.
+    db: Any = None
+    backend: Any = None
+    task: Any = None
 
     @property
     def learning_rate(self) -> float:
@@ -109,6 +115,10 @@ class Callback:
     def on_stop(self, ctx: TrainingContext, reason: str) -> Awaitable[None] | None:
         return None
 
+    def on_exception(self, ctx: TrainingContext, exc: BaseException) -> Awaitable[None] | None:
+        """The run ends with ``exc`` (a crash, a cancellation): release what you hold."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """What must survive a crash (numbers, strings, lists; default: nothing)."""
         return {}
@@ -147,6 +157,19 @@ class CallbackList:
             result = getattr(cb, hook)(*args)
             if inspect.isawaitable(result):
                 await result
+
+    async def call_on_exception(self, ctx: TrainingContext, exc: BaseException) -> None:
+        """``on_exception`` of every callback; a hook that fails too is logged, so that
+        the run's own error is the one raised."""
+        for cb in self.callbacks:
+            try:
+                result = cb.on_exception(ctx, exc)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as hook_error:
+                logging.getLogger(__name__).warning(
+                    "%s.on_exception failed: %s", type(cb).__name__, hook_error
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)}

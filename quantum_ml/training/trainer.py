@@ -334,6 +334,9 @@ class QuantumTrainer:
             steps_per_epoch=len(train_loader),
             get_lr=task.get_lr,
             set_lr=task.set_lr,
+            db=self.db,
+            backend=backend,
+            task=task,
         )
         restore = self._signals.install()
         try:
@@ -342,6 +345,7 @@ class QuantumTrainer:
             await callbacks.call("on_train_end", ctx)
         except BaseException as exc:
             restore()
+            await callbacks.call_on_exception(ctx, exc)
             await record_failure(self.db, run_id, exc)
             raise
         restore()

@@ -1,0 +1,1 @@
+"""Watching a run: quantum metrics, alerts, system metrics, dashboards and exports."""
