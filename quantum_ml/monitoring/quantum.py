@@ -268,9 +268,11 @@ class QuantumMetricsMonitor(Callback):
         values.update(self._gradient_metrics(target))
         shots = getattr(ctx.config, "shots", None)
         if shots and target.observables:
+            from backends.observables import as_observables
             from backends.simulator.statevector import PauliMeasurement
 
-            measured = PauliMeasurement(target.circuit.num_qubits, target.observables)
+            n = target.circuit.num_qubits
+            measured = PauliMeasurement(n, tuple(as_observables(target.observables, n)))
             expectations = np.clip(measured.expectations(state[None, :])[0], -1.0, 1.0)
             snr = np.asarray(shot_noise_snr(expectations, int(shots)), dtype=np.float64)
             finite = snr[np.isfinite(snr)]
