@@ -21,6 +21,7 @@ from .encoders import (
 )
 from .errors import (
     AlertRuleError,
+    CommandLineError,
     DashboardError,
     DataOutOfBoundsError,
     DiscriminatorError,
@@ -105,6 +106,7 @@ __all__ = [
     "Adam",
     "AlertRuleError",
     "Callback",
+    "CommandLineError",
     "DashboardError",
     "DataOutOfBoundsError",
     "DiscriminatorError",

@@ -25,6 +25,7 @@ Errors caused by bad input also derive from ``ValueError``, as in ``backends``.
         │   ├── DataOutOfBoundsError       data outside the bounds (data_policy="refuse")
         │   ├── DiscriminatorError         a discriminator of the wrong width, or none
         │   └── MonitorError               a bad setting of a long-run monitor
+        ├── CommandLineError (ValueError)  an option of a `qdb` command it cannot use
         └── MonitoringError                watching a run: metrics, alerts, dashboards, exports
             ├── QuantumMetricError (ValueError)  a state or subsystem a metric cannot measure
             ├── AlertRuleError (ValueError)      a bad rule, or one on a metric that does not exist
@@ -44,6 +45,7 @@ from backends.errors import QuantumDBError
 
 __all__ = [
     "AlertRuleError",
+    "CommandLineError",
     "DashboardError",
     "DataOutOfBoundsError",
     "DiscriminatorError",
@@ -163,6 +165,10 @@ class DistributionError(LearningError, ValueError):
 
 class MonitorError(GANError):
     """A bad setting of a long-run monitor: a patience of 0, reversed bounds..."""
+
+
+class CommandLineError(LearningError, ValueError):
+    """An option of a ``qdb`` command it cannot use (one line on stderr, exit status 2)."""
 
 
 class MonitoringError(LearningError):

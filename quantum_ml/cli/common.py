@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backends.errors import QuantumDBError
+from ..errors import CommandLineError as UsageProblem
 
 if TYPE_CHECKING:
     from quantum_db import QuantumDatabase
@@ -39,10 +39,6 @@ URL_HELP = "database URL (default: QDB_DATABASE_URL or ./quantum_db.sqlite)"
 #: command name; the command's own wins when both are given.
 UrlOption = Annotated[str | None, typer.Option("--url", help=URL_HELP, show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-
-
-class UsageProblem(QuantumDBError):
-    """An option the command cannot use: one line on stderr, exit status 2."""
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOption, UrlOption, UsageProblem, emit_json, reading, resolve_url
+from .common import JsonOption, UrlOption, UsageProblem, database_url, emit_json, reading
 from .runs import known_run
 
 __all__ = ["register"]
@@ -81,19 +81,21 @@ def ui(
     port: Annotated[int, typer.Option(help="TCP port")] = 5000,
     url: UrlOption = None,
 ) -> int:
-    from ..monitoring.ui import serve
+    from ..monitoring.ui import check_port_free, serve
 
     if not 0 < port < 65536:
         raise UsageProblem(f"--port must be 1-65535, got {port}")
-    chosen = resolve_url(url)
-    # The database must exist: the UI only reads (it never creates one).
-    asyncio.run(_check_readable(chosen))
+    target = database_url(url)
+    # The database must exist (the UI only reads: it never creates one) and the port be
+    # free before the line below says where it serves.
+    asyncio.run(_check_readable(target))
+    check_port_free(host, port)
     typer.echo(f"qdb ui: serving http://{host}:{port}/ (read-only; Ctrl+C stops)", err=True)
-    serve(chosen, host=host, port=port)
+    serve(target, host=host, port=port)
     return 0
 
 
-async def _check_readable(url: str | None) -> None:
+async def _check_readable(url: str) -> None:
     async with reading(url).connect():
         pass
 
