@@ -36,6 +36,10 @@ WORKDIR /data
 
 # Healthy once the registry at QDB_DATABASE_URL is usable (qdb health exits 0); the start
 # period covers the first command creating the schema.
+# `qdb ui --host 0.0.0.0` serves the read-only dashboard of every run on this port (it
+# binds 127.0.0.1 unless told otherwise, which a container's port mapping cannot reach).
+EXPOSE 5000
+
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["qdb", "health"]
 

@@ -567,3 +567,17 @@ def test_bad_inputs_raise_quantum_metric_error(
     with pytest.raises(QuantumMetricError, match=match) as info:
         function(*args, **kwargs)
     assert isinstance(info.value, ValueError)
+
+
+def test_barren_plateau_fit_equals_scipy_linregress() -> None:
+    from scipy.stats import linregress
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        widths = np.arange(2, 2 + int(rng.integers(3, 9)), dtype=float)
+        variances = np.exp(-rng.uniform(0, 1) * widths + rng.normal(scale=0.3, size=widths.size))
+        fit = barren_plateau_fit(widths, variances)
+        ref = linregress(widths, np.log(variances))
+        assert fit.slope == pytest.approx(ref.slope, rel=1e-12, abs=1e-12)
+        assert fit.intercept == pytest.approx(ref.intercept, rel=1e-12, abs=1e-12)
+        assert fit.r_squared == pytest.approx(ref.rvalue**2, rel=1e-12, abs=1e-12)

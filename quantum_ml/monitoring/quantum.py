@@ -8,7 +8,7 @@ given) and logs, at that step:
 * ``fidelity/reference`` (to ``reference_state``, when given), ``fidelity/previous`` (to
   the state of the previous evaluation) and ``fidelity/checkpoint`` (to the state at the
   run's latest checkpoint);
-* ``grad/{group}/mean``, ``grad/{group}/variance``, ``grad/{group}/norm_mean`` over the
+* ``grad/{group}/mean``, ``grad/{group}/variance`` (and ``grad/all/norm_mean``) over the
   gradients of the last ``every`` steps (groups: ``all``, ``layer_{k}`` of a
   QuantumModel, ``head``; a torch module's parameters by name), ``grad/log10_variance``,
   and with three layers or more the barren-plateau fit of log-variance against depth,
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,9 +200,12 @@ class QuantumMetricsMonitor(Callback):
         )
         self.probe = None if probe is None else np.asarray(probe, dtype=np.float64).ravel()
         self.transpile = transpile
+        # The gradients since the last evaluation: what its statistics are over.
         self._gradients: deque[NDArray[np.float64]] = deque(maxlen=max(2, every))
         self._previous: NDArray[np.complex128] | None = None
         self._at_checkpoint: NDArray[np.complex128] | None = None
+        self._checkpoint_binding: tuple[Circuit, NDArray[np.float64]] | None = None
+        self._pending_binding: NDArray[np.float64] | None = None
         self.evaluations = 0
 
     # ------------------------------------------------------------------ hooks
@@ -247,9 +250,11 @@ class QuantumMetricsMonitor(Callback):
             await self.evaluate(ctx, step)
 
     def on_checkpoint(self, ctx: TrainingContext, step: int, metric: float | None) -> None:
+        # The binding only: its state is prepared at the next evaluation, if one comes
+        # before the next checkpoint (checkpoints can be more frequent than evaluations).
         target = _target(ctx.task, self.probe)
         if target is not None:
-            self._at_checkpoint = circuit_statevector(target.circuit, target.values)
+            self._checkpoint_binding = (target.circuit, target.values.copy())
 
     async def evaluate(self, ctx: TrainingContext, step: int) -> dict[str, float]:
         """Measure now and log at ``step``; returns what was logged."""
@@ -257,6 +262,19 @@ class QuantumMetricsMonitor(Callback):
         if target is None:
             return {}
         state = circuit_statevector(target.circuit, target.values)
+        if self._pending_binding is not None:  # restored from a checkpoint
+            binding = self._pending_binding
+            self._pending_binding = None
+            if self._checkpoint_binding is None and binding.shape == target.values.shape:
+                self._checkpoint_binding = (target.circuit, binding)
+        if self._checkpoint_binding is not None:
+            circuit, binding = self._checkpoint_binding
+            self._checkpoint_binding = None
+            self._at_checkpoint = (
+                state
+                if np.array_equal(binding, target.values)
+                else circuit_statevector(circuit, binding)
+            )
         values = entanglement_profile(state)
         if self.reference_state is not None:
             values["fidelity/reference"] = float(state_fidelity(state, self.reference_state))
@@ -296,7 +314,13 @@ class QuantumMetricsMonitor(Callback):
         groups = {name: idx for name, idx in target.groups.items() if idx and max(idx) < size} or {
             "all": list(range(size))
         }
-        values = gradient_statistics(draws, groups)
+        values = {
+            key: value
+            for key, value in gradient_statistics(draws, groups).items()
+            # The norm once, for everything; per group its mean and variance (what the
+            # barren-plateau literature compares), so a run logs fewer values.
+            if not key.endswith("/norm_mean") or key == "grad/all/norm_mean"
+        }
         all_variance = values.get("grad/all/variance")
         if all_variance is not None and all_variance > 0:
             values["grad/log10_variance"] = float(np.log10(all_variance))
@@ -321,30 +345,31 @@ class QuantumMetricsMonitor(Callback):
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
+        # Arrays, not lists: a checkpoint stores each as one binary entry.
+        pending = None if self._checkpoint_binding is None else self._checkpoint_binding[1]
         return {
-            "gradients": [g.tolist() for g in self._gradients],
+            "gradients": np.stack(self._gradients) if self._gradients else None,
             "previous": _kept(self._previous),
             "checkpoint": _kept(self._at_checkpoint),
+            "checkpoint_binding": pending,
             "evaluations": self.evaluations,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._gradients.clear()
-        for g in state.get("gradients", []):
-            self._gradients.append(np.asarray(g, dtype=np.float64))
+        saved = state.get("gradients")
+        for g in [] if saved is None else np.asarray(saved, dtype=np.float64):
+            self._gradients.append(np.array(g))
         self._previous = _restored(state.get("previous"))
         self._at_checkpoint = _restored(state.get("checkpoint"))
+        pending = state.get("checkpoint_binding")
+        self._pending_binding = None if pending is None else np.asarray(pending, np.float64)
         self.evaluations = int(state.get("evaluations", 0))
 
 
-def _kept(state: NDArray[np.complex128] | None) -> list[list[float]] | None:
-    if state is None or state.size > _MAX_KEPT_AMPLITUDES:
-        return None
-    return [state.real.tolist(), state.imag.tolist()]
+def _kept(state: NDArray[np.complex128] | None) -> NDArray[np.complex128] | None:
+    return None if state is None or state.size > _MAX_KEPT_AMPLITUDES else state
 
 
-def _restored(saved: Sequence[Sequence[float]] | None) -> NDArray[np.complex128] | None:
-    if saved is None:
-        return None
-    real, imag = saved
-    return np.asarray(real, dtype=np.float64) + 1j * np.asarray(imag, dtype=np.float64)
+def _restored(saved: Any) -> NDArray[np.complex128] | None:
+    return None if saved is None else np.asarray(saved, dtype=np.complex128)
