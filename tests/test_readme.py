@@ -93,3 +93,40 @@ def test_the_helpers_find_blocks_links_and_anchors() -> None:
     assert _LINK.findall(_prose(sample)) == ["docs/a.md"]
     assert _slug("Errors and the CLI") == "errors-and-the-cli"
     assert _slug("A `b` title, again!") == "a-b-title-again"
+
+
+def _monitoring_commands() -> list[str]:
+    """The lines of the bash block in "Monitoring a run"."""
+    section = TEXT.split("## Monitoring a run", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```bash[ \t]*\n(.*?)^```", section, flags=re.M | re.S)
+    assert block is not None, "the Monitoring section has no bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_monitoring_commands_run(tmp_path: Path) -> None:
+    """Each line of the CLI block, in order, in a fresh folder (`qdb ui` serves until
+    stopped: tests/test_ui.py starts and loads it)."""
+    import shutil
+
+    commands = _monitoring_commands()
+    assert commands[0] == "qdb demo" and commands[-1].startswith("qdb ui")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "IONQ_", "PINECONE_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    # `qdb` is the installed console script; a checkout without it runs the module.
+    qdb = shutil.which("qdb") or f"{sys.executable} -m quantum_ml.cli"
+    for line in commands[:-1]:
+        command = line.replace("qdb ", f"{qdb} ", 1)
+        out = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert out.returncode == 0, f"{line!r} failed:\n{out.stderr[-3000:]}"
+    assert (tmp_path / "dashboard" / "dashboard.html").is_file()
+    assert list((tmp_path / "export").glob("*.parquet"))
+    assert (tmp_path / "mlruns").is_dir()
