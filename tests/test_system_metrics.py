@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,44 @@ def test_bad_settings_are_refused() -> None:
 
     with pytest.raises(BackendError, match="max_bytes must be a positive integer"):
         SimulatorBackend().limit_memory(0)
+
+
+def test_gpu_metrics_through_nvml_names_and_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: a stand-in for the pynvml module (NVML's own calls and field names)
+    checks what the sampler makes of them; the real library is read on GPU machines."""
+    import types
+
+    from quantum_ml.monitoring import system
+
+    calls: list[str] = []
+
+    class Memory:
+        used = 3 * 2**30
+        total = 12 * 2**30
+
+    class Util:
+        gpu = 37
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"),
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUtilizationRates=lambda h: Util,
+        nvmlDeviceGetMemoryInfo=lambda h: Memory,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    values = system._gpu_metrics()
+    assert calls == ["init", "shutdown"]
+    for i in (0, 1):
+        assert values[f"system/gpu_{i}_utilization_percentage"] == 37.0
+        assert values[f"system/gpu_{i}_memory_usage_megabytes"] == 3 * 1024.0
+        assert values[f"system/gpu_{i}_memory_usage_percentage"] == 25.0
+
+    def no_driver() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver))
+    assert system._gpu_metrics() == {}  # no driver: no GPU metrics, no error
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    assert system._gpu_metrics() == {}
