@@ -198,7 +198,7 @@ def test_estimate_bad_options(tmp_path: Path, args: tuple[str, ...], message: st
 
 def test_exact_and_shots_exclude_each_other(tmp_path: Path) -> None:
     out = qdb("estimate", "--exact", "--shots", "10", cwd=tmp_path)
-    assert out.returncode == 2 and "not allowed with argument" in out.stderr
+    assert out.returncode == 2 and "--shots and --exact exclude each other" in out.stderr
 
 
 def test_blockers_name_gates_a_backend_cannot_run() -> None:
