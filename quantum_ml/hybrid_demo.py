@@ -28,9 +28,11 @@ from backends.errors import BudgetExceededError
 from quantum_db import QuantumDatabase
 
 from .hybrid import hybrid_classifier
+from .monitoring.standard import standard_monitors
 from .torch_models import TorchModel
 from .trainer import QuantumTrainer, TrainingConfig
-from .training_demo import DEMO_SHOTS, check_demo_options, registered_by, two_moons
+from .training.callbacks import Callback
+from .training_demo import DEMO_SHOTS, EpochLines, check_demo_options, registered_by, two_moons
 
 __all__ = ["HYBRID_MODEL_NAME", "HybridDemoResult", "run_hybrid_demo"]
 
@@ -56,6 +58,7 @@ async def run_hybrid_demo(
     budget_usd: float = 5.0,
     backend: str | None = None,
     verbose: bool = True,
+    monitors: bool = True,
 ) -> HybridDemoResult:
     """Two moons -> database -> hybrid torch model -> registered.
 
@@ -65,7 +68,7 @@ async def run_hybrid_demo(
     shots and parameter-shift gradients.
     """
     start = time.perf_counter()
-    say = print if verbose else (lambda *_: None)
+    say = print if verbose else (lambda *_, **__: None)
     backend = backend or "simulator"
     await check_demo_options(budget_usd=budget_usd, backend=backend)
     budget = Budget(usd=float(budget_usd), name=f"qdb-demo-{uuid.uuid4().hex[:12]}")
@@ -106,14 +109,13 @@ async def run_hybrid_demo(
             for split in ("train", "validation", "test")
         }
         run_id = f"moons-hybrid-v{info.version}-{backend}"
-        trainer = QuantumTrainer(config, db, backend)
+        lines = EpochLines(say)
+        callbacks: list[Callback] = [lines, *(standard_monitors() if monitors else [])]
+        trainer = QuantumTrainer(config, db, backend, callbacks=callbacks)
         history = await trainer.fit(
             net, loader["train"], validation=loader["validation"], run_id=run_id
         )
-        for epoch, loss, acc in zip(
-            history.epochs, history.train_loss, history.val_accuracy, strict=True
-        ):
-            say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
+        lines.earlier(history)
         accuracy: float | None = None
         if history.stop_reason != "budget":
             try:

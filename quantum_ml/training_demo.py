@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +22,14 @@ from .encoders import QuantumDataEncoder
 from .models import QuantumModel
 from .monitoring.standard import standard_monitors
 from .trainer import QuantumTrainer, TrainingConfig
-from .training.callbacks import Callback, LambdaCallback, TrainingContext
+from .training.callbacks import Callback, TrainingContext
+from .training.state import History
 
 __all__ = [
     "DEMO_SHOTS",
     "MODEL_NAME",
     "DemoResult",
+    "EpochLines",
     "check_demo_options",
     "offered_backends",
     "registered_by",
@@ -77,6 +79,31 @@ class DemoResult:
     stop_reason: str | None
     #: Seconds ``QuantumTrainer.fit`` took in this call (what the monitoring benchmark compares).
     train_seconds: float = 0.0
+
+
+class EpochLines(Callback):
+    """Prints each epoch's line as the epoch ends (a demo is watched while it trains);
+    :meth:`earlier` prints those of epochs trained before this call, from the history."""
+
+    def __init__(self, say: Callable[..., None]) -> None:
+        self.say = say
+        self.printed: set[int] = set()
+
+    def on_epoch_end(self, ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
+        self.printed.add(epoch)
+        self.say(self.line(epoch, metrics["train_loss"], metrics.get("val_accuracy")), flush=True)
+
+    @staticmethod
+    def line(epoch: int, loss: float, accuracy: float | None) -> str:
+        shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        return f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {shown}"
+
+    def earlier(self, history: History) -> None:
+        for epoch, loss, acc in zip(
+            history.epochs, history.train_loss, history.val_accuracy, strict=True
+        ):
+            if epoch not in self.printed:
+                self.say(self.line(epoch, loss, acc))
 
 
 async def offered_backends(settings: Settings | None = None) -> tuple[str, ...]:
@@ -199,16 +226,8 @@ async def run_training_demo(
             nonlocal steps_now
             steps_now += 1
 
-        def show(ctx: TrainingContext, epoch: int, metrics: Mapping[str, float]) -> None:
-            streamed.append(epoch)
-            say(
-                f"epoch {epoch:2d}  train_loss {metrics['train_loss']:.4f}  "
-                f"val_accuracy {metrics.get('val_accuracy', float('nan')):.3f}",
-                flush=True,
-            )
-
-        streamed: list[int] = []
-        callbacks: list[Callback] = [LambdaCallback(on_epoch_end=show)]
+        lines = EpochLines(say)
+        callbacks: list[Callback] = [lines]
         if monitors:
             callbacks += standard_monitors()
         trainer = QuantumTrainer(config, db, chosen, on_step=count, callbacks=callbacks)
@@ -244,13 +263,7 @@ async def run_training_demo(
             version = registered.version
         spent = await manager.accounting.exposure(budget)
         checkpoints = await db.checkpoints.list(run_id)
-    # Epochs trained before this call (a resumed or already finished run) are shown from
-    # the history; those trained now were printed as they ended.
-    for epoch, loss, acc in zip(
-        history.epochs, history.train_loss, history.val_accuracy, strict=True
-    ):
-        if epoch not in streamed:
-            say(f"epoch {epoch:2d}  train_loss {loss:.4f}  val_accuracy {acc:.3f}")
+    lines.earlier(history)
     elapsed = time.perf_counter() - start
     outcome = _OUTCOMES.get(history.stop_reason or "", history.stop_reason)
     say(

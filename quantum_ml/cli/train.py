@@ -77,7 +77,9 @@ def demo(
     if hybrid or kind is DemoKind.hybrid:
         from ..hybrid_demo import run_hybrid_demo
 
-        result = asyncio.run(run_hybrid_demo(chosen, budget_usd=budget, backend=backend))
+        result = asyncio.run(
+            run_hybrid_demo(chosen, budget_usd=budget, backend=backend, monitors=monitors)
+        )
         if result.test_accuracy is None:
             print(
                 f"qdb demo: stopped by the budget after spending ${result.cost_usd:.4f} "
