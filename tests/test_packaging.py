@@ -37,6 +37,13 @@ SDK_EXTRAS = {
     "urllib3": "ionq",
     "pinecone": "pinecone",
     "asyncpg": "postgres",
+    "plotly": "dashboard",
+    "matplotlib": "dashboard",
+    "starlette": "dashboard",
+    "uvicorn": "dashboard",
+    "mlflow": "mlflow",
+    "pyarrow": "parquet",
+    "pynvml": "gpu",
 }
 
 

@@ -89,8 +89,8 @@ class ResourceGuard:
     """Alert and shrink the simulators' chunks when memory headroom runs low.
 
     ``min_available_fraction``: the share of total memory that must stay available.
-    Each low sample lowers every simulator's bound to ``shrink_factor`` of what the
-    system has available, but never below ``floor_bytes``.
+    Each low sample lowers every simulator's bound to ``shrink_factor`` of the smaller of
+    its bound and what the system has available, but never below ``floor_bytes``.
     """
 
     min_available_fraction: float = 0.10
@@ -118,8 +118,17 @@ class ResourceGuard:
         low = fraction < self.min_available_fraction
         db = ctx.db
         if low:
-            target = max(self.floor_bytes, int(memory.available * self.shrink_factor))
-            bounds = [sim.limit_memory(target) for sim in _simulators(ctx)]
+            # Each low sample lowers the bound again, below both what it was and what is
+            # available now, until the floor.
+            bounds = [
+                sim.limit_memory(
+                    max(
+                        self.floor_bytes,
+                        int(min(sim.max_memory_bytes, memory.available) * self.shrink_factor),
+                    )
+                )
+                for sim in _simulators(ctx)
+            ]
             self.shrinks += 1
             if db is not None:
                 await db.alerts.fire(
