@@ -282,6 +282,53 @@ class Backend(abc.ABC):
         request = self.validate(circuit, parameter_values, observables, shots, seed)
         return await self._execute(request)
 
+    # ------------------------------------------------------------------ derivatives
+    #: Methods the gradient engine computes from :meth:`run` on any backend.
+    SAMPLED_DERIVATIVES: tuple[str, ...] = ("parameter-shift", "finite-diff", "spsa")
+
+    def supports_derivatives(self, method: str, shots: int | None = None) -> bool:
+        """Whether gradients by ``method`` can be had from this backend at ``shots``, in
+        the spirit of PennyLane's ``Device.supports_derivatives``.
+
+        ``"parameter-shift"``, ``"finite-diff"`` and ``"spsa"`` are computed from
+        :meth:`run` on every backend. ``"adjoint"`` (:meth:`adjoint_jacobian`) and
+        ``"vjp"`` (:meth:`compute_vjp`) are exact methods a backend offers itself: the
+        built-in simulator, without shots.
+        """
+        return method in self.SAMPLED_DERIVATIVES
+
+    async def adjoint_jacobian(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        *,
+        wrt: Sequence[int] | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Exact ``(expectations [B, K], jacobian [B, K, P])``, where
+        :meth:`supports_derivatives` says ``"adjoint"``; the default refuses."""
+        raise BackendError(
+            f"{self.name!r} ({type(self).__name__}) offers no adjoint differentiation; use "
+            "the built-in simulator, or parameter-shift gradients through run()"
+        )
+
+    async def compute_vjp(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        cotangents: ArrayLike,
+        *,
+        wrt: Sequence[int] | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Exact ``(expectations [B, K], vjp [B, P])`` with ``vjp[b, p] = sum_k
+        cotangents[b, k] d<O_k>_b / d theta_p``, where :meth:`supports_derivatives` says
+        ``"vjp"``; the default refuses."""
+        raise BackendError(
+            f"{self.name!r} ({type(self).__name__}) offers no vector-Jacobian product; use "
+            "the built-in simulator, or contract parameter-shift Jacobians"
+        )
+
     def supports_job_lookup(self) -> bool:
         """Whether :meth:`lookup_job` can ask the provider about a job by its id."""
         return False

@@ -6,10 +6,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -160,29 +160,6 @@ def _reattach_note(metadata: Mapping[str, Any], charged: float) -> str:
     if charged > 0:
         parts.append(f"${charged:.4f} of it had been charged before (by a sweep or its run)")
     return "; ".join(parts)
-
-
-@runtime_checkable
-class _AdjointBackend(Protocol):
-    """A backend that offers exact adjoint differentiation (the built-in simulator)."""
-
-    def validate(
-        self,
-        circuit: Circuit,
-        parameter_values: ArrayLike | None = None,
-        observables: Sequence[ObservableLike] | ObservableLike | None = None,
-        shots: int | None = None,
-        seed: int | None = None,
-    ) -> RunRequest: ...
-
-    async def adjoint_jacobian(
-        self,
-        circuit: Circuit,
-        parameter_values: ArrayLike | None,
-        observables: Sequence[ObservableLike] | ObservableLike,
-        *,
-        wrt: Sequence[int] | None = None,
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 
 
 def _new_job(
@@ -757,7 +734,7 @@ class BackendManager:
         billed = await self._provider_charge(backend, job)
         return max(computed if billed is None else billed, charged + submitted)
 
-    # ------------------------------------------------------------------ adjoint
+    # ------------------------------------------------------------------ exact derivatives
     async def adjoint_jacobian(
         self,
         circuit: Circuit,
@@ -776,17 +753,96 @@ class BackendManager:
         bindings (free on the built-in simulator), reserved under ``budget`` before it
         starts and charged when it ends. See :meth:`SimulatorBackend.adjoint_jacobian`.
         """
-        self._check_call("adjoint_jacobian", backend, budget, run_id, request_key)
+
+        async def compute(target: Any, request: RunRequest) -> Any:
+            return await target.adjoint_jacobian(
+                request.circuit, request.parameter_values, list(request.observables or ()), wrt=wrt
+            )
+
+        out: tuple[NDArray[np.float64], NDArray[np.float64]] = await self._derivative_job(
+            "adjoint_jacobian",
+            "adjoint",
+            circuit,
+            parameter_values,
+            observables,
+            compute,
+            backend=backend,
+            wrt=wrt,
+            run_id=run_id,
+            request_key=request_key,
+            budget=budget,
+        )
+        return out
+
+    async def vjp(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        cotangents: ArrayLike,
+        *,
+        backend: str,
+        wrt: Sequence[int] | None = None,
+        run_id: str | None = None,
+        request_key: str | None = None,
+        budget: Budget | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Exact expectations ``[B, K]`` and the vector-Jacobian product ``[B, P]`` with
+        ``cotangents`` ``[B, K]`` (see :meth:`Backend.compute_vjp`), recorded and priced as
+        :meth:`adjoint_jacobian` is."""
+
+        async def compute(target: Any, request: RunRequest) -> Any:
+            return await target.compute_vjp(
+                request.circuit,
+                request.parameter_values,
+                list(request.observables or ()),
+                cotangents,
+                wrt=wrt,
+            )
+
+        out: tuple[NDArray[np.float64], NDArray[np.float64]] = await self._derivative_job(
+            "vjp",
+            "vjp",
+            circuit,
+            parameter_values,
+            observables,
+            compute,
+            backend=backend,
+            wrt=wrt,
+            run_id=run_id,
+            request_key=request_key,
+            budget=budget,
+        )
+        return out
+
+    async def _derivative_job(
+        self,
+        call: str,
+        method: str,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        compute: Callable[[Any, RunRequest], Awaitable[Any]],
+        *,
+        backend: str,
+        wrt: Sequence[int] | None,
+        run_id: str | None,
+        request_key: str | None,
+        budget: Budget | None,
+    ) -> Any:
+        """One exact derivative computation of ``backend``, recorded, reserved and charged
+        as one job."""
+        self._check_call(call, backend, budget, run_id, request_key)
         target = self.get(backend)
-        if not isinstance(target, _AdjointBackend):
+        if not target.supports_derivatives(method, None):
             raise BackendError(
-                f"{backend!r} ({type(target).__name__}) offers no adjoint differentiation; use "
-                "the built-in simulator, or parameter-shift gradients through run()"
+                f"{backend!r} ({type(target).__name__}) offers no {method} differentiation; "
+                "use the built-in simulator, or parameter-shift gradients through run()"
             )
         # Every input is checked before anything is recorded.
         request = target.validate(circuit, parameter_values, observables)
         if not request.observables:
-            raise BackendError("adjoint differentiation needs at least one observable")
+            raise BackendError(f"{method} differentiation needs at least one observable")
         _check_wrt(wrt, circuit.num_parameters)
         entry = self._entries[backend]
         cost = target.estimate_run_cost(
@@ -809,9 +865,7 @@ class BackendManager:
                     job.status = "running"
                 else:
                     await self.accounting.mark_sending(job, reserved=reserved)
-                out = await target.adjoint_jacobian(
-                    request.circuit, request.parameter_values, list(request.observables), wrt=wrt
-                )
+                out = await compute(target, request)
                 job.run_latency_s = time.monotonic() - started
         except BaseException as exc:
             job.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"

@@ -16,7 +16,6 @@ from backends.circuit import Circuit
 from backends.errors import ParameterValueError
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.parameters import Parameter
-from backends.simulator import SimulatorBackend
 
 from .errors import GradientError, GradientMethodError
 
@@ -134,9 +133,9 @@ def _split_circuit(circuit: Circuit, occ: Sequence[_Occurrence]) -> Circuit:
 
 
 def supports_adjoint(backend: Backend) -> bool:
-    """Whether ``backend`` differentiates exactly by the adjoint method: the simulator,
-    or a backend standing for it (``exact_adjoint``, e.g. one routed through a manager)."""
-    return isinstance(backend, SimulatorBackend) or bool(getattr(backend, "exact_adjoint", False))
+    """Whether ``backend`` differentiates exactly by the adjoint method (its
+    ``supports_derivatives("adjoint")``: the simulator, or a backend standing for it)."""
+    return backend.supports_derivatives("adjoint", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +258,60 @@ class QuantumGradientComputer:
         if self.method == "finite-diff":
             return await self._finite_diff(backend, circuit, values, obs, shots, seed, wanted)
         return await self._spsa(backend, circuit, values, obs, shots, seed, wanted)
+
+    async def value_and_vjp(
+        self,
+        backend: Backend,
+        circuit: Circuit,
+        parameter_values: ArrayLike,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        cotangents: ArrayLike,
+        *,
+        shots: int | None = None,
+        seed: int | None = None,
+        wrt: Sequence[int] | None = None,
+    ) -> tuple[Array, Array]:
+        """``(expectations [B, n_obs], vjp [B, P])`` with ``vjp[b] = sum_k c[b, k]
+        d<O_k>_b/d theta``: what a loss gradient or a torch ``grad_output`` needs.
+
+        With ``method="adjoint"`` on a backend offering ``"vjp"``
+        (``backend.supports_derivatives("vjp", shots)``) this is one exact backward pass
+        per binding, of the summed observable. Otherwise it is this computer's Jacobian
+        contracted with the cotangents, measured only on the observables the cotangents
+        weigh (a column of zeros is not measured: its expectations come back NaN), so no
+        shots are spent on what the loss ignores.
+        """
+        values = as_parameter_values(circuit, parameter_values)
+        obs = tuple(as_observables(observables, circuit.num_qubits))
+        if not obs:
+            raise ParameterValueError("a gradient needs at least one observable")
+        c = np.asarray(cotangents, dtype=np.float64)
+        if c.shape != (values.shape[0], len(obs)) or not np.all(np.isfinite(c)):
+            raise GradientError(
+                f"cotangents must be finite numbers of shape [bindings, observables] = "
+                f"[{values.shape[0]}, {len(obs)}], got shape {list(c.shape)}"
+            )
+        wanted = _check_wrt(wrt, circuit.num_parameters)
+        if self.method == "adjoint" and shots is None and backend.supports_derivatives("vjp"):
+            result: tuple[Array, Array] = await backend.compute_vjp(
+                circuit, values, obs, c, wrt=sorted(wanted)
+            )
+            return result
+        weighed = np.flatnonzero(np.any(c != 0, axis=0))
+        expectations = np.full((values.shape[0], len(obs)), np.nan)
+        if weighed.size == 0:
+            return expectations, np.zeros(values.shape)
+        exp, jac = await self.value_and_jacobian(
+            backend,
+            circuit,
+            values,
+            [obs[i] for i in weighed],
+            shots=shots,
+            seed=seed,
+            wrt=sorted(wanted),
+        )
+        expectations[:, weighed] = exp
+        return expectations, np.einsum("bk,bkp->bp", c[:, weighed], jac)
 
     def plan(
         self,
@@ -430,8 +483,9 @@ class QuantumGradientComputer:
                 "adjoint differentiation is exact and takes no shots; call it with shots=None "
                 "or use method='parameter-shift' to estimate gradients from shots"
             )
-        adjoint = backend.adjoint_jacobian  # type: ignore[attr-defined]
-        result: tuple[Array, Array] = await adjoint(circuit, values, obs, wrt=sorted(wanted))
+        result: tuple[Array, Array] = await backend.adjoint_jacobian(
+            circuit, values, obs, wrt=sorted(wanted)
+        )
         return result
 
 

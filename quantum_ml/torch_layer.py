@@ -20,6 +20,7 @@ from backends.circuit import Circuit
 from backends.errors import MissingDependencyError
 from backends.observables import Observable, ObservableLike, as_observables
 from backends.simulator import SimulatorBackend
+from backends.simulator.dense import DENSE_MAX_QUBITS
 
 from .errors import TorchLayerError
 from .gradients import QuantumGradientComputer
@@ -202,11 +203,19 @@ class _QuantumFunction(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, weights: torch.Tensor, layer: TorchQuantumLayer
     ) -> torch.Tensor:
         need_x, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
+        ctx.x_dtype = x.dtype
+        ctx.w_dtype = weights.dtype
+        ctx.vjp = None
+        if (need_x or need_w) and layer._uses_vjp():
+            # Wide circuits on an exact simulator: the forward pass only, and one
+            # vector-Jacobian product with grad_output in backward.
+            values, bindings, route = layer._forward_only(x, weights)
+            ctx.vjp = (layer, bindings, route, need_x, need_w)
+            ctx.jac_x = ctx.jac_w = None
+            return torch.from_numpy(values).to(dtype=x.dtype, device=x.device)
         values, jac_x, jac_w = layer._evaluate(x, weights, need_x, need_w)
         ctx.jac_x = jac_x
         ctx.jac_w = jac_w
-        ctx.x_dtype = x.dtype
-        ctx.w_dtype = weights.dtype
         return torch.from_numpy(values).to(dtype=x.dtype, device=x.device)
 
     @staticmethod
@@ -215,6 +224,14 @@ class _QuantumFunction(torch.autograd.Function):
         g = grad_out.detach().to(device="cpu", dtype=torch.float64).numpy()  # [B, O]
         grad_x: torch.Tensor | None = None
         grad_w: torch.Tensor | None = None
+        if ctx.vjp is not None:
+            layer, bindings, route, need_x, need_w = ctx.vjp
+            gx, gw = layer._vjp(bindings, g, need_x, need_w, route)
+            if gx is not None:
+                grad_x = torch.from_numpy(gx).to(dtype=ctx.x_dtype, device=grad_out.device)
+            if gw is not None:
+                grad_w = torch.from_numpy(gw).to(dtype=ctx.w_dtype, device=grad_out.device)
+            return grad_x, grad_w, None
         if ctx.jac_x is not None:
             gx = np.einsum("bo,boi->bi", g, ctx.jac_x)
             grad_x = torch.from_numpy(gx).to(dtype=ctx.x_dtype, device=grad_out.device)
@@ -281,7 +298,7 @@ class TorchQuantumLayer(torch.nn.Module):
             self.gradient = gradient_method
         else:
             if gradient_method is None:
-                exact = isinstance(backend, SimulatorBackend) and shots is None
+                exact = backend.supports_derivatives("adjoint", shots)
                 gradient_method = "adjoint" if exact else "parameter-shift"
             self.gradient = QuantumGradientComputer(gradient_method)
         self.weights = torch.nn.Parameter(self._initial_weights(weights))
@@ -375,23 +392,71 @@ class TorchQuantumLayer(torch.nn.Module):
         self._thread_loops = self._new_thread_loops()
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(
-        self, x: torch.Tensor, weights: torch.Tensor, need_x: bool, need_w: bool
-    ) -> tuple[Array, Array | None, Array | None]:
-        """``(values [B, O], d/dx [B, O, I] or None, d/dw [B, O, W] or None)``."""
-        xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
-        ws = weights.detach().to(device="cpu", dtype=torch.float64).numpy()
-        b = xs.shape[0]
-        values = np.empty((b, self.circuit.num_parameters))
-        values[:, self._input_index] = xs
-        values[:, self._weight_index] = ws[None, :]
-        wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
+    def _target(self) -> tuple[Any, Backend, int | None, Any]:
+        """``(gradient computer, backend, shots, route)`` of this evaluation."""
         route = _route.get()
         gradient, backend, shots = self.gradient, self.backend, self.shots
         if route is not None:
             backend = route.backend
             gradient = route.gradient or gradient
             shots = route.shots if route.shots is not None else shots
+        return gradient, backend, shots, route
+
+    def _uses_vjp(self) -> bool:
+        """Exact adjoint gradients of a circuit wider than dense differentiation covers."""
+        gradient, backend, shots, _ = self._target()
+        return (
+            gradient.method == "adjoint"
+            and shots is None
+            and backend.supports_derivatives("vjp", None)
+            and self.circuit.num_qubits > DENSE_MAX_QUBITS
+        )
+
+    def _bindings(self, x: torch.Tensor, weights: torch.Tensor) -> Array:
+        xs = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        ws = weights.detach().to(device="cpu", dtype=torch.float64).numpy()
+        values = np.empty((xs.shape[0], self.circuit.num_parameters))
+        values[:, self._input_index] = xs
+        values[:, self._weight_index] = ws[None, :]
+        return values
+
+    def _forward_only(self, x: torch.Tensor, weights: torch.Tensor) -> tuple[Array, Array, Any]:
+        """The expectations alone (a VJP follows in backward): ``(values, bindings, route)``."""
+        _, backend, _, route = self._target()
+        bindings = self._bindings(x, weights)
+        coro = backend.run(self.circuit, bindings, observables=list(self.observables))
+        result = self._run(coro) if route is None else _on_loop(route.loop, coro)
+        assert result.expectations is not None
+        return np.ascontiguousarray(result.expectations, dtype=np.float64), bindings, route
+
+    def _vjp(
+        self, bindings: Array, g: Array, need_x: bool, need_w: bool, route: Any
+    ) -> tuple[Array | None, Array | None]:
+        """``(grad_x [B, I] or None, grad_w [W] or None)`` from one vector-Jacobian product."""
+        gradient, backend, _, _ = (
+            self._target()
+            if route is None
+            else (
+                route.gradient or self.gradient,
+                route.backend,
+                None,
+                route,
+            )
+        )
+        wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
+        coro = gradient.value_and_vjp(backend, self.circuit, bindings, self.observables, g, wrt=wrt)
+        _, vjp = self._run(coro) if route is None else _on_loop(route.loop, coro)
+        gx = np.ascontiguousarray(vjp[:, self._input_index]) if need_x else None
+        gw = vjp[:, self._weight_index].sum(axis=0) if need_w else None
+        return gx, gw
+
+    def _evaluate(
+        self, x: torch.Tensor, weights: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[Array, Array | None, Array | None]:
+        """``(values [B, O], d/dx [B, O, I] or None, d/dw [B, O, W] or None)``."""
+        values = self._bindings(x, weights)
+        wrt = (self._input_index if need_x else []) + (self._weight_index if need_w else [])
+        gradient, backend, shots, route = self._target()
         coro = gradient.value_and_jacobian(
             backend, self.circuit, values, self.observables, shots=shots, seed=self.seed, wrt=wrt
         )

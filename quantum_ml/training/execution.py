@@ -25,7 +25,6 @@ from backends.circuit import Circuit
 from backends.errors import BackendError
 from backends.manager import BackendManager
 from backends.observables import ObservableLike, as_observables
-from backends.simulator import SimulatorBackend
 
 __all__ = ["Degradation", "ManagedBackend", "request_key"]
 
@@ -86,8 +85,8 @@ class ManagedBackend(Backend):
         self.name = name
         self.budget = budget
         self.run_id = run_id
-        #: The exact adjoint method is offered where the named backend is the simulator.
-        self.exact_adjoint = isinstance(self.inner, SimulatorBackend)
+        #: The exact adjoint method is offered where the named backend offers it.
+        self.exact_adjoint = self.inner.supports_derivatives("adjoint", None)
         self._tally = _Tally()
         #: Shots measured by every run so far (bindings x shots): what a run sampled.
         self.shots_run = 0
@@ -159,6 +158,38 @@ class ManagedBackend(Backend):
             tally.fallbacks.append(str(meta["fallback_from"]))
         return result
 
+    def supports_derivatives(self, method: str, shots: int | None = None) -> bool:
+        return self.inner.supports_derivatives(method, shots)
+
+    async def compute_vjp(
+        self,
+        circuit: Circuit,
+        parameter_values: ArrayLike | None,
+        observables: Sequence[ObservableLike] | ObservableLike,
+        cotangents: ArrayLike,
+        *,
+        wrt: Sequence[int] | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The simulator's exact vector-Jacobian product, recorded as a job by the manager."""
+        values = as_parameter_values(circuit, parameter_values)
+        out = await self.manager.vjp(
+            circuit,
+            values,
+            observables,
+            cotangents,
+            backend=self.name,
+            wrt=wrt,
+            run_id=self.run_id,
+            request_key=_with_cotangents(
+                self._key(circuit, values, observables, None, None), cotangents
+            ),
+            budget=self.budget,
+        )
+        self._tally.cost_usd += self.inner.estimate_run_cost(
+            circuit, None, observables, len(values)
+        )
+        return out
+
     async def adjoint_jacobian(
         self,
         circuit: Circuit,
@@ -191,3 +222,12 @@ class ManagedBackend(Backend):
 
     def __repr__(self) -> str:
         return f"ManagedBackend({self.name!r}, run_id={self.run_id!r})"
+
+
+def _with_cotangents(key: str | None, cotangents: ArrayLike) -> str | None:
+    """A VJP computes something else than the Jacobian of the same bindings: its key
+    covers the cotangents too."""
+    if key is None:
+        return None
+    c = np.ascontiguousarray(cotangents, dtype=np.float64)
+    return hashlib.sha256(key.encode() + b"vjp" + c.tobytes()).hexdigest()

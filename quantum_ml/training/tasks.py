@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from backends.simulator.dense import DENSE_MAX_QUBITS
+
 from ..encoders import amplitude_state, state_preparation_circuit
 from ..errors import (
     ModelInputError,
@@ -276,10 +278,51 @@ class QuantumModelTask(ModelTask):
             jacs.append(jac[0])
         return np.stack(exps), np.stack(jacs)
 
+    def _uses_vjp(self) -> bool:
+        """Exact gradients of a circuit wider than dense differentiation covers: a forward
+        pass and one vector-Jacobian product beat the Jacobian's one backward pass per
+        observable. Narrower circuits contract their (dense) Jacobian in one call."""
+        return (
+            self.gradient_method == "adjoint"
+            and self.config.shots is None
+            and self.backend.supports_derivatives("vjp", None)
+            and self.model.n_qubits > DENSE_MAX_QUBITS
+        )
+
+    async def _expectations(self, X: Array) -> Array:
+        """Exact expectations ``[B, O]`` of one batch (the forward pass of a VJP step)."""
+        m = self.model
+        exps = []
+        for circuit, values, _ in self._plan(X):
+            result = await self.backend.run(circuit, values, observables=m.observables)
+            assert result.expectations is not None
+            exps.append(result.expectations)
+        return np.concatenate(exps, axis=0)
+
+    async def _weight_vjp(self, X: Array, cotangents: Array) -> Array:
+        """``sum_b sum_o c[b, o] dE_bo/dw``: the weights' share of the loss gradient."""
+        m = self.model
+        computer = self._computer(None)
+        n_w = m.num_weights
+        total = np.zeros(n_w)
+        at = 0
+        for circuit, values, wrt in self._plan(X):
+            rows = values.shape[0]
+            _, vjp = await computer.value_and_vjp(
+                self.backend, circuit, values, m.observables, cotangents[at : at + rows], wrt=wrt
+            )
+            total += vjp[:, circuit.num_parameters - n_w :].sum(axis=0)
+            at += rows
+        return total
+
     async def compute(self, X: NDArray[Any], y: NDArray[Any], step_seed: int) -> StepResult:
         m = self.model
         pert = self.optimizer.perturbation() if isinstance(self.optimizer, SPSA) else None
-        exp, jac = await self._expectations_and_jacobian(X, step_seed, pert)
+        vjp = self._uses_vjp()
+        if vjp:
+            exp, jac = await self._expectations(X), None
+        else:
+            exp, jac = await self._expectations_and_jacobian(X, step_seed, pert)
         t_map = self._readout_map()
         readout = exp @ t_map.T
         w_head, b_head = m.head_weight, m.head_bias
@@ -291,7 +334,16 @@ class QuantumModelTask(ModelTask):
             )
             loss, dz = loss_and_grad(self.loss_kind, z, y)
             d_readout = dz @ w_head if w_head is not None else dz
-            g_w = np.einsum("bo,bow->w", d_readout @ t_map, jac)
+        if jac is None:
+            cotangents = d_readout @ t_map
+            g_w = (
+                await self._weight_vjp(X, cotangents)
+                if np.all(np.isfinite(cotangents))
+                else np.full(m.num_weights, np.nan)  # a NaN loss: the run stops on it
+            )
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                g_w = np.einsum("bo,bow->w", d_readout @ t_map, jac)
         g_w[~m.trainable_mask] = 0.0
         parts: list[Array] = [g_w]
         if w_head is not None:
