@@ -209,3 +209,27 @@ def test_the_torch_layer_backward_is_one_vjp_on_wide_circuits() -> None:
     assert torch.allclose(gx, x.grad, atol=1e-12)
     assert torch.allclose(gw, layer.weights.grad, atol=1e-12)
     layer.close()
+
+
+async def test_a_small_exact_run_on_the_loop_equals_the_threaded_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small exact runs skip the thread hand-off; the numbers are the same, bit for bit."""
+    from backends.simulator import backend as sim_module
+
+    circuit = hardware_efficient_circuit(4, 2)
+    values = np.random.default_rng(5).uniform(-np.pi, np.pi, size=(32, circuit.num_parameters))
+    obs = ["ZIII", "IIXZ", "YYII"]
+    async with SimulatorBackend() as sim:
+        inline = (await sim.run(circuit, values, observables=obs)).expectations
+        monkeypatch.setattr(sim_module, "_INLINE_RUN_BYTES", 0)
+        threaded = (await sim.run(circuit, values, observables=obs)).expectations
+    assert inline is not None and threaded is not None
+    assert np.array_equal(inline, threaded)
+    reference = [
+        Statevector(to_qiskit_reference(circuit, list(values[3]), measurements=False))
+        .expectation_value(SparsePauliOp(label))
+        .real
+        for label in obs
+    ]
+    assert inline[3] == pytest.approx(reference, abs=1e-12)
