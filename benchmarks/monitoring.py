@@ -35,7 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quantum_ml.training_demo import run_training_demo
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from quantum_ml.training_demo import run_training_demo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "monitoring.md"
 

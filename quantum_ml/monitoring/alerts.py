@@ -374,6 +374,7 @@ class AlertMonitor(Callback):
     ) -> None:
         self.evaluator = AlertEvaluator(rules)
         self.rules = self.evaluator.rules
+        self._watches_budget = any(r.metric.startswith("budget/") for r in self.rules)
         self.handlers = list(handlers)
         #: Degraded jobs seen so far (the trainer logs each step's as ``degraded_jobs``).
         self._degraded = 0.0
@@ -382,7 +383,12 @@ class AlertMonitor(Callback):
                 raise AlertRuleError(f"an alert handler must be callable, got {handler!r}")
 
     async def on_step_end(self, ctx: TrainingContext, step: int, logs: Mapping[str, float]) -> None:
-        values = {**self._published(ctx), **logs, **self._budget(ctx, logs)}
+        # Every step: keep it cheap (no copies unless something was published or a
+        # budget rule needs the run's spend).
+        published = self._published(ctx)
+        values: Mapping[str, float] = logs
+        if published or self._watches_budget:
+            values = {**published, **logs, **self._budget(ctx, logs)}
         await self._observe(ctx, values, step)
 
     async def on_epoch_end(
@@ -403,8 +409,7 @@ class AlertMonitor(Callback):
         return values
 
     def _budget(self, ctx: TrainingContext, logs: Mapping[str, float]) -> dict[str, float]:
-        wanted = self.evaluator.metrics
-        if not any(m.startswith("budget/") for m in wanted):
+        if not self._watches_budget:
             return {}
         history = getattr(ctx.state, "history", None)
         spent = float(getattr(history, "cost_usd", 0.0) or 0.0)
@@ -416,8 +421,10 @@ class AlertMonitor(Callback):
             out["budget/spent_fraction"] = spent / float(limit)
         return out
 
-    async def _observe(self, ctx: TrainingContext, values: dict[str, float], step: int) -> None:
+    async def _observe(self, ctx: TrainingContext, values: Mapping[str, float], step: int) -> None:
         events = self.evaluator.observe(values, step)
+        if not events:
+            return
         db = ctx.db
         if db is None:
             raise AlertRuleError("AlertMonitor needs a run with a database (ctx.db is None)")

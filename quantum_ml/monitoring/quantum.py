@@ -261,20 +261,24 @@ class QuantumMetricsMonitor(Callback):
         target = _target(ctx.task, self.probe)
         if target is None:
             return {}
-        state = circuit_statevector(target.circuit, target.values)
         if self._pending_binding is not None:  # restored from a checkpoint
             binding = self._pending_binding
             self._pending_binding = None
             if self._checkpoint_binding is None and binding.shape == target.values.shape:
                 self._checkpoint_binding = (target.circuit, binding)
-        if self._checkpoint_binding is not None:
-            circuit, binding = self._checkpoint_binding
-            self._checkpoint_binding = None
-            self._at_checkpoint = (
-                state
-                if np.array_equal(binding, target.values)
-                else circuit_statevector(circuit, binding)
-            )
+        pending = self._checkpoint_binding
+        self._checkpoint_binding = None
+        if pending is None or np.array_equal(pending[1], target.values):
+            state = circuit_statevector(target.circuit, target.values)
+            if pending is not None:
+                self._at_checkpoint = state
+        elif pending[0] is target.circuit:
+            # Both states in one pass: the batch shares each op's matrix construction.
+            both = circuit_statevector(target.circuit, np.stack([target.values, pending[1]]))
+            state, self._at_checkpoint = both[0], both[1]
+        else:
+            state = circuit_statevector(target.circuit, target.values)
+            self._at_checkpoint = circuit_statevector(pending[0], pending[1])
         values = entanglement_profile(state)
         if self.reference_state is not None:
             values["fidelity/reference"] = float(state_fidelity(state, self.reference_state))
