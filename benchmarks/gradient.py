@@ -51,13 +51,13 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def pennylane_jacobian(device: str, method: str, n: int, layers: int) -> Callable[..., Any]:
+def pennylane_qnode(device: str, method: str, n: int, layers: int, **options: Any) -> Any:
+    """The benchmark's circuit as a PennyLane QNode returning every <Z_q>."""
     import pennylane as qml
-    from pennylane import numpy as pnp
 
     dev = qml.device(device, wires=n)
 
-    @qml.qnode(dev, diff_method=method)
+    @qml.qnode(dev, diff_method=method, **options)
     def circuit(x: Any, w: Any) -> Any:
         for q in range(n):
             qml.RY(np.pi * x[q], wires=q)
@@ -71,6 +71,15 @@ def pennylane_jacobian(device: str, method: str, n: int, layers: int) -> Callabl
             for q in range(n - 1):
                 qml.CNOT(wires=[q, q + 1])
         return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+    return circuit
+
+
+def pennylane_jacobian(device: str, method: str, n: int, layers: int) -> Callable[..., Any]:
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    circuit = pennylane_qnode(device, method, n, layers)
 
     def jac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         weights = pnp.array(w, requires_grad=True)

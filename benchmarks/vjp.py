@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends import SimulatorBackend  # noqa: E402
 from backends.templates import hardware_efficient_circuit, z_observables  # noqa: E402
+from benchmarks.gradient import best_of, pennylane_qnode  # noqa: E402
 from quantum_ml.gradients import QuantumGradientComputer  # noqa: E402
 
 CASES = ((12, 4, 1), (16, 4, 1), (16, 4, 32))
@@ -52,36 +53,11 @@ async def best_async(fn: Callable[[], Awaitable[Any]], repeats: int) -> tuple[fl
     return best, result
 
 
-def best_sync(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    result = fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def lightning_gradient(n: int, layers: int, device_vjp: bool) -> Callable[..., Any]:
     import pennylane as qml
     from pennylane import numpy as pnp
 
-    dev = qml.device("lightning.qubit", wires=n)
-
-    @qml.qnode(dev, diff_method="adjoint", device_vjp=device_vjp)
-    def circuit(x: Any, w: Any) -> Any:
-        for q in range(n):
-            qml.RY(np.pi * x[q], wires=q)
-        k = 0
-        for _ in range(layers):
-            for q in range(n):
-                qml.RX(w[k], wires=q)
-                qml.RY(w[k + 1], wires=q)
-                qml.RZ(w[k + 2], wires=q)
-                k += 3
-            for q in range(n - 1):
-                qml.CNOT(wires=[q, q + 1])
-        return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+    circuit = pennylane_qnode("lightning.qubit", "adjoint", n, layers, device_vjp=device_vjp)
 
     def grad(xs: np.ndarray, w: np.ndarray) -> np.ndarray:
         def loss(ww: Any) -> Any:
@@ -147,7 +123,7 @@ async def main() -> None:
             timings = {"qdb vjp": t_vjp, "qdb jacobian": t_jac}
             for flag in (True, False):
                 fn = lightning_gradient(n, layers, flag)
-                seconds, pl = best_sync(lambda fn=fn, xs=xs, w=w: fn(xs, w), repeats)
+                seconds, pl = best_of(lambda fn=fn, xs=xs, w=w: fn(xs, w), repeats)
                 assert np.allclose(pl, g, atol=1e-8), flag
                 timings[f"lightning adjoint{' device_vjp' if flag else ''}"] = seconds
             rows.append((n, layers, batch, p, timings))

@@ -47,3 +47,12 @@ def kill_at_step(command: list[str], step: int, *, cwd: Path) -> int:
     proc.stdout.close()
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
     return seen
+
+
+def copy_sqlite(source: Path, folder: Path) -> str:
+    """A copy of the SQLite database ``source`` (its WAL files too) in ``folder``: its URL."""
+    import shutil
+
+    for sidecar in source.parent.glob(source.name + "*"):
+        shutil.copy(sidecar, folder / sidecar.name)
+    return f"sqlite:///{folder / source.name}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from quantum_db import QuantumDatabase
 from quantum_ml.cli import main
 from quantum_ml.training_demo import MODEL_NAME, DemoResult, run_training_demo
 
-from .clitools import qdb
+from .clitools import copy_sqlite, qdb
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +42,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult]:
 
 @pytest.fixture
 def url(demo: tuple[Path, DemoResult], tmp_path: Path) -> str:
-    source, _ = demo
-    for sidecar in source.parent.glob(source.name + "*"):
-        shutil.copy(sidecar, tmp_path / sidecar.name)
-    return f"sqlite:///{tmp_path / source.name}"
+    return copy_sqlite(demo[0], tmp_path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import hashlib
 import json
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ from quantum_ml.errors import ExportError, ExportUnreachableError
 from quantum_ml.monitoring import export
 from quantum_ml.monitoring.export import MlflowExport, export_files, export_to_mlflow
 from quantum_ml.training_demo import MODEL_NAME, DemoResult, run_training_demo
+
+from .clitools import copy_sqlite
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -42,10 +43,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult]:
 @pytest.fixture
 def url(demo: tuple[Path, DemoResult], tmp_path: Path) -> str:
     """A copy of the demo's database, for this test alone."""
-    source, _ = demo
-    for sidecar in source.parent.glob(source.name + "*"):
-        shutil.copy(sidecar, tmp_path / sidecar.name)
-    return f"sqlite:///{tmp_path / source.name}"
+    return copy_sqlite(demo[0], tmp_path)
 
 
 @pytest.fixture

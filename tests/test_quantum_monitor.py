@@ -160,3 +160,15 @@ async def test_reference_fidelity_and_shot_noise_snr(tmp_path: Path) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(MonitoringError, match=r"every .* must be >= 1"):
         QuantumMetricsMonitor(every=0)
+
+
+async def test_a_reference_state_of_the_wrong_width_is_refused(tmp_path: Path) -> None:
+    monitor = QuantumMetricsMonitor(every=2, reference_state=np.ones(8) / np.sqrt(8))
+    async with QuantumDatabase(url(tmp_path)).connect() as db:
+        model = make_model(await store_blobs(db))  # 2 qubits: 4 amplitudes, not 8
+        config = TrainingConfig(learning_rate=0.1, epochs=1, seed=1)
+        trainer = QuantumTrainer(config, db, SimulatorBackend(), callbacks=[monitor])
+        train = db.create_ml_data_loader("blobs", batch_size=10, seed=1, split="train")
+        with pytest.raises(MonitoringError, match="reference_state has shape"):
+            await trainer.fit(model, train, run_id="bad-ref")
+        assert await db.metrics.keys("bad-ref") == []  # nothing measured, nothing stored

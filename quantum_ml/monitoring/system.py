@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from ..errors import MonitoringError
 from ..training.callbacks import Callback, TrainingContext
 from .alerts import publish
@@ -33,12 +35,6 @@ __all__ = ["ResourceGuard", "SystemMetricsMonitor", "sample_system_metrics"]
 logger = logging.getLogger(__name__)
 
 _MB = 1024.0 * 1024.0
-
-
-def _psutil() -> Any:
-    import psutil
-
-    return psutil
 
 
 def _gpu_metrics() -> dict[str, float]:
@@ -70,7 +66,6 @@ def _gpu_metrics() -> dict[str, float]:
 
 def sample_system_metrics(*, gpu: bool = True) -> dict[str, float]:
     """One sample: CPU (since the previous call), system memory, this process's RSS."""
-    psutil = _psutil()
     memory = psutil.virtual_memory()
     values = {
         "system/cpu_utilization_percentage": float(psutil.cpu_percent(interval=None)),
@@ -113,7 +108,7 @@ class ResourceGuard:
 
     async def check(self, ctx: TrainingContext, step: int) -> bool:
         """Whether headroom is low now; acts on it (alert, shrink) or resolves the alert."""
-        memory = _psutil().virtual_memory()
+        memory = psutil.virtual_memory()
         fraction = float(memory.available) / float(memory.total)
         low = fraction < self.min_available_fraction
         db = ctx.db
@@ -190,7 +185,7 @@ class SystemMetricsMonitor(Callback):
         self._task: asyncio.Task[None] | None = None
 
     async def on_train_begin(self, ctx: TrainingContext) -> None:
-        _psutil().cpu_percent(interval=None)  # primes the CPU counter: the next call measures
+        psutil.cpu_percent(interval=None)  # primes the CPU counter: the next call measures
         await self._sample(ctx)
         self._task = asyncio.create_task(self._run(ctx), name=f"qdb-system-metrics-{ctx.run_id}")
 

@@ -85,8 +85,6 @@ class ManagedBackend(Backend):
         self.name = name
         self.budget = budget
         self.run_id = run_id
-        #: The exact adjoint method is offered where the named backend offers it.
-        self.exact_adjoint = self.inner.supports_derivatives("adjoint", None)
         self._tally = _Tally()
         #: Shots measured by every run so far (bindings x shots): what a run sampled.
         self.shots_run = 0

@@ -180,7 +180,7 @@ class QuantumTrainer:
             # On the exact simulator each layer keeps its own method (adjoint, unless it
             # was built otherwise); elsewhere, or when the config names one, every layer
             # uses the trainer's (parameter shift by default).
-            exact = backend.exact_adjoint and self.config.shots is None
+            exact = self.config.shots is None and backend.supports_derivatives("adjoint")
             gradient = (
                 None
                 if exact and self.config.gradient_method is None
