@@ -109,17 +109,21 @@ async def test_batched_results_equal_per_binding_results() -> None:
 
 
 def test_hardware_efficient_plan_is_fused() -> None:
-    plan = compile_plan(hardware_efficient_circuit(10, 4))
+    plan = compile_plan(hardware_efficient_circuit(10, 4), compiled=False)
     kinds = [type(op) for op in plan.ops]
     # Narrow circuits, per layer: 3 + 3 + 3 + 1 qubit blocks of rotations, then the CNOT
     # chain as one gather.
     assert kinds.count(KronOp) == 16
     assert kinds.count(MonomialOp) == 4
     assert len(plan.ops) == 20
+    # For the compiled kernels, one block per layer holds every qubit's factor.
+    compiled = compile_plan(hardware_efficient_circuit(10, 4), compiled=True)
+    blocks = [(op.low, op.width, op.compiled) for op in compiled.ops if isinstance(op, KronOp)]
+    assert blocks == [(0, 10, True)] * 4 and len(compiled.ops) == 8
 
 
 def test_wide_circuits_take_the_cheapest_block_layout() -> None:
-    plan = compile_plan(hardware_efficient_circuit(16, 2))
+    plan = compile_plan(hardware_efficient_circuit(16, 2), compiled=False)
     blocks = [(op.low, op.width) for op in plan.ops if isinstance(op, KronOp)]
     # The cost model's optimum for 16 qubits: four 4-qubit blocks per layer, never a
     # block that starts in the slow middle of the index (qubits 1-3) or wider than 5.

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from ..gates import gate_derivative, gate_spec
 from ..observables import Observable
+from . import kernels
 from .plan import GateOp, GateSequence, KronOp, MonomialOp, SimulationPlan
 from .statevector import apply_op, evolve, pauli_terms
 
@@ -75,6 +76,8 @@ def adjoint_vjp(
     n = plan.num_qubits
     b = values.shape[0]
     states, owner = evolve(plan, values, dtype)
+    if kernels.compiled_enabled(dtype):
+        return _compiled_vjp(plan, values, observables, cotangents, wanted, states[owner])
     stack = np.empty((b, 2, 1 << n), dtype=dtype)
     stack[:, 0] = states[owner]
     del states
@@ -91,6 +94,120 @@ def adjoint_vjp(
     expectations = term_values @ weights
     jacobian = _walk_back(plan, values, stack, wanted, dtype)
     return expectations, jacobian[:, 0, :]
+
+
+def _compiled_vjp(
+    plan: SimulationPlan,
+    values: NDArray[np.float64],
+    observables: tuple[Observable, ...],
+    cotangents: NDArray[np.float64],
+    wanted: Sequence[int],
+    psi: NDArray[np.complexfloating],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`adjoint_vjp` on the compiled kernels: ``psi`` ``[B, N]`` the final states.
+
+    ``psi`` and ``lambda`` are kept as two arrays of contiguous rows (the kernels' layout)
+    and each qubit of a block is one pass of :func:`kernels.adjoint_step`: the overlaps with
+    that qubit's generators and the inverse of its gates on both states at once.
+    """
+    n = plan.num_qubits
+    b, p = values.shape
+    terms, weights = pauli_terms(observables)
+    psi = np.ascontiguousarray(psi)
+    lam = np.zeros_like(psi)
+    term_values = np.empty((b, len(terms)))
+    coefficients = cotangents @ weights.T
+    j = np.arange(1 << n, dtype=np.int64)
+    for t, term in enumerate(terms):
+        applied = _pauli_image(psi, j, term)
+        term_values[:, t] = np.einsum("bj,bj->b", np.conj(psi), applied).real
+        lam += coefficients[:, t, None] * applied
+    expectations = term_values @ weights
+    vjp = np.zeros((b, p))
+    wanted_set = frozenset(int(i) for i in wanted)
+    spare = np.empty_like(psi)
+    for op in reversed(plan.ops):
+        if isinstance(op, MonomialOp):
+            inverse = op.inverse()
+            for rows in (psi, lam):
+                kernels.gather(rows, spare, inverse.source, inverse.phase)
+                rows[:] = spare
+            continue
+        angles = values[:, list(op.columns)]
+        if isinstance(op, KronOp):
+            for qubit, dagger, generators in _factor_steps(op, angles, wanted_set):
+                gens = np.stack([h for _, _, h in generators]) if generators else _NO_GENERATORS
+                overlaps = kernels.adjoint_step(psi, lam, qubit, dagger, gens)
+                for g, (param, coeff, _) in enumerate(generators):
+                    vjp[:, param] += 2.0 * coeff * overlaps[:, g]
+            continue
+        # A multi-qubit parameterized gate: the NumPy step, on a stacked copy.
+        view = np.stack([psi, lam], axis=1)
+        if any(c in wanted_set for c in op.columns):
+            part = np.zeros((b, 1, p))
+            _gate_gradients(op, angles, wanted_set, view, n, part)
+            vjp += part[:, 0]
+        u = op.constant if op.constant is not None else op.matrices(angles)
+        dagger = np.conj(u.swapaxes(-1, -2)).astype(np.complex128, copy=False)
+        if dagger.shape[-3] != 1:
+            dagger = np.repeat(dagger, 2, axis=-3)
+        rows = view.reshape(2 * b, 1 << n)
+        scratch = np.empty_like(rows)
+        result = (scratch if apply_op(op, rows, scratch, n, dagger) else rows).reshape(view.shape)
+        psi[:], lam[:] = result[:, 0], result[:, 1]
+    return expectations, vjp
+
+
+_NO_GENERATORS = np.zeros((0, 1, 2, 2), dtype=np.complex128)
+
+
+def _factor_steps(
+    op: KronOp, angles: NDArray[np.float64], wanted: frozenset[int]
+) -> list[tuple[int, Matrices, list[tuple[int, float, Matrices]]]]:
+    """``(qubit, inverse [B, 2, 2], [(parameter, coeff, generator [B, 2, 2])])`` per factor.
+
+    Factors running the same gates (a layer's RX RY RZ on each qubit) get their matrices
+    and generators built for all qubits at once, as :meth:`KronOp._uniform_matrices` does.
+    """
+    names = op.factors[0].names
+    shape = [len(a) for a in op.factors[0].angles]
+    uniform = all(f.names == names and [len(a) for a in f.angles] == shape for f in op.factors)
+    qubits = [op.low + op.width - 1 - i for i in range(len(op.factors))]
+    if not uniform:
+        out = []
+        for qubit, factor in zip(qubits, op.factors, strict=True):
+            m = factor.matrices(angles)
+            mine = [
+                (op.columns[col], coeff, h)
+                for col, coeff, h in _sequence_generators(factor, angles)
+                if op.columns[col] in wanted
+            ]
+            out.append((qubit, np.conj(m.swapaxes(-1, -2)), mine))
+        return out
+    f, b = len(op.factors), angles.shape[0]
+    built: list[tuple[str, int, NDArray[np.float64], Matrices]] = []
+    for g, name in enumerate(names):
+        a = np.empty((f, b, shape[g]))
+        for i, factor in enumerate(op.factors):
+            for s, (coeff, col, offset) in enumerate(factor.angles[g]):
+                a[i, :, s] = offset if col < 0 else coeff * angles[:, col] + offset
+        built.append((name, g, a, gate_spec(name).matrix(a)))
+    after: Matrices = np.broadcast_to(np.eye(2, dtype=np.complex128), (f, b, 2, 2))
+    generators: list[list[tuple[int, float, Matrices]]] = [[] for _ in range(f)]
+    for name, g, a, m in reversed(built):
+        m_dagger = np.conj(m.swapaxes(-1, -2))
+        after_dagger = np.conj(after.swapaxes(-1, -2))
+        for s in range(shape[g]):
+            if all(factor.angles[g][s][1] < 0 for factor in op.factors):
+                continue
+            h = after @ (gate_derivative(name, a, s) @ m_dagger) @ after_dagger
+            for i, factor in enumerate(op.factors):
+                coeff, col, _ = factor.angles[g][s]
+                if col >= 0 and op.columns[col] in wanted:
+                    generators[i].append((op.columns[col], coeff, h[i]))
+        after = after @ m
+    daggers = np.conj(after.swapaxes(-1, -2))
+    return [(qubits[i], daggers[i], generators[i]) for i in range(f)]
 
 
 def _pauli_image(
@@ -134,8 +251,8 @@ def _walk_back(
                 _gate_gradients(op, angles, wanted_set, view, n, jacobian)
         u = op.constant if op.constant is not None else op.matrices(angles)
         dagger = np.conj(u.swapaxes(-1, -2)).astype(dtype, copy=False)
-        if dagger.shape[0] != 1:
-            dagger = np.repeat(dagger, 1 + k, axis=0)
+        if dagger.shape[-3] != 1:  # one per binding: one per psi and lambda row
+            dagger = np.repeat(dagger, 1 + k, axis=-3)
         if apply_op(op, rows, scratch, n, dagger):
             rows, scratch = scratch, rows
     return jacobian

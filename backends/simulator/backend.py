@@ -22,6 +22,7 @@ from ..errors import BackendError, SimulatorMemoryError
 from ..gates import GATES
 from ..memory import available_memory
 from ..observables import Observable, ObservableLike
+from . import kernels
 from .adjoint import adjoint_jacobian, adjoint_vjp
 from .dense import DENSE_MAX_QUBITS, DenseProgram, compile_dense, dense_bytes, dense_jacobian
 from .execution import ChunkResult, ChunkSettings, ChunkWork, plan_chunks, simulate_chunk
@@ -42,6 +43,9 @@ _ROWS_BYTES = 2 << 20
 _TWIN_MIN_QUBITS = 10
 #: Bytes of state rows (psi and its lambda rows) in one adjoint task.
 _ADJOINT_TASK_BYTES = 16 << 20
+#: The same for a vector-Jacobian product on the compiled kernels, which stream every
+#: row once per qubit: a task's rows should stay in the cache shared by the cores.
+_COMPILED_VJP_TASK_BYTES = 2 << 20
 #: Dense differentiation (see ``dense``) holding at most this many bytes runs right on the
 #: calling event loop: it takes about a millisecond, and a hand-off to a worker thread
 #: and back costs a good part of that.
@@ -124,7 +128,7 @@ class SimulatorBackend(Backend):
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self._seeds = np.random.SeedSequence(seed)
-        self._plans: dict[str, tuple[SimulationPlan, dict[int, float]]] = {}
+        self._plans: dict[tuple[str, bool], tuple[SimulationPlan, dict[int, float]]] = {}
         self._dense_programs: dict[str, DenseProgram] = {}
         self._measurements: dict[tuple[Any, ...], PauliMeasurement] = {}
         item = np.dtype(self._dtype).itemsize
@@ -156,12 +160,14 @@ class SimulatorBackend(Backend):
 
     def _plan(self, circuit: Circuit) -> tuple[SimulationPlan, dict[int, float]]:
         """The circuit's fused plan and its single-rotation parameters, cached by content."""
-        key = circuit.content_hash()
+        compiled = kernels.compiled_enabled(self._dtype)
+        key = (circuit.content_hash(), compiled)
         cached = self._plans.get(key)
         if cached is None:
             if len(self._plans) > 256:
                 self._plans.clear()
-            cached = self._plans[key] = (compile_plan(circuit), rotation_columns(circuit))
+            plan = compile_plan(circuit, compiled)
+            cached = self._plans[key] = (plan, rotation_columns(circuit))
         return cached
 
     def _dense_program(self, circuit: Circuit) -> DenseProgram:
@@ -442,7 +448,9 @@ class SimulatorBackend(Backend):
         plan, _ = self._plan(circuit)
         # Each binding holds psi, one lambda row and their scratch copies.
         per_binding = 2 * self._row_bytes(circuit.num_qubits)
-        parts = max(1, min(b, math.ceil(b * per_binding / _ADJOINT_TASK_BYTES)))
+        compiled = kernels.compiled_enabled(self._dtype)
+        task = _COMPILED_VJP_TASK_BYTES if compiled else _ADJOINT_TASK_BYTES
+        parts = min(b, max(self._workers, math.ceil(b * per_binding / task)))
         groups = [g for g in np.array_split(np.arange(b), parts) if g.size]
         task_bytes = _WORKING_SET_FACTOR * per_binding * max(g.size for g in groups)
         if task_bytes > self.max_memory_bytes:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from ..circuit import Circuit, Instruction
 from ..gates import gate_spec
+from . import kernels
 
 __all__ = [
     "BLOCK_QUBITS",
@@ -103,17 +104,31 @@ class KronOp(_Parameterized):
     #: Sequences from the highest qubit of the block to the lowest.
     factors: tuple[GateSequence, ...]
     diagonal: bool
+    #: Built for the compiled kernels: :meth:`matrices` are the factors, not their product.
+    compiled: bool = False
 
     @property
     def qubits(self) -> tuple[int, ...]:
         """The block's qubits, highest first (the order of the block matrix's index bits)."""
         return tuple(range(self.low + self.width - 1, self.low - 1, -1))
 
+    @property
+    def qubit_array(self) -> NDArray[np.int64]:
+        """:attr:`qubits` as an array (what the compiled kernels take)."""
+        return np.arange(self.low + self.width - 1, self.low - 1, -1, dtype=np.int64)
+
     def matrices(self, values: NDArray[np.float64]) -> NDArray[np.complex128]:
+        """The block matrix ``[U, d, d]``; the factors ``[F, U, 2, 2]`` (highest qubit
+        first) when the op is ``compiled``."""
         if self.constant is not None:
             return self.constant
         names = self.factors[0].names
-        if len(self.factors) > 1 and all(f.names == names for f in self.factors):
+        uniform = all(f.names == names for f in self.factors)
+        if self.compiled:
+            if uniform:
+                return self._factor_matrices(values, names)
+            return np.stack([f.matrices(values) for f in self.factors])
+        if len(self.factors) > 1 and uniform:
             return self._uniform_matrices(values, names)
         total: NDArray[np.complex128] | None = None
         for factor in self.factors:
@@ -129,9 +144,21 @@ class KronOp(_Parameterized):
     def _uniform_matrices(
         self, values: NDArray[np.float64], names: tuple[str, ...]
     ) -> NDArray[np.complex128]:
-        """Every factor runs the same gates (a layer's RX RY RZ on each qubit): each gate's
-        matrices are built for all factors at once, ``[F, U, 2, 2]``, so a block costs one
-        build and one product per gate instead of one per gate and qubit."""
+        """The block matrix when every factor runs the same gates (see _factor_matrices)."""
+        seq = self._factor_matrices(values, names)
+        u = values.shape[0]
+        total: NDArray[np.complex128] = seq[0]
+        for i in range(1, len(self.factors)):
+            d = total.shape[1] * 2
+            total = np.einsum("uab,ucd->uacbd", total, seq[i]).reshape(u, d, d)
+        return total
+
+    def _factor_matrices(
+        self, values: NDArray[np.float64], names: tuple[str, ...]
+    ) -> NDArray[np.complex128]:
+        """Each factor's matrices ``[F, U, 2, 2]`` when all factors run the gates ``names``
+        (a layer's RX RY RZ on each qubit): each gate's matrices are built for all factors
+        at once, so a block costs one build and one product per gate, not one per qubit."""
         f, u = len(self.factors), values.shape[0]
         seq: NDArray[np.complex128] | None = None
         for g, name in enumerate(names):
@@ -143,11 +170,7 @@ class KronOp(_Parameterized):
             m = gate_spec(name).matrix(a)
             seq = m if seq is None else m @ seq
         assert seq is not None
-        total: NDArray[np.complex128] = seq[0]
-        for i in range(1, f):
-            d = total.shape[1] * 2
-            total = np.einsum("uab,ucd->uacbd", total, seq[i]).reshape(u, d, d)
-        return total
+        return seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +247,7 @@ def _freeze(m: NDArray[np.complex128]) -> NDArray[np.complex128]:
 
 
 def _kron_op(
-    circuit: Circuit, low: int, width: int, pending: dict[int, list[Instruction]]
+    circuit: Circuit, low: int, width: int, pending: dict[int, list[Instruction]], compiled: bool
 ) -> KronOp:
     cols = _Columns(circuit)
     factors = []
@@ -233,9 +256,10 @@ def _kron_op(
         gates = pending.pop(q)
         diagonal = diagonal and all(gate_spec(g.name).diagonal for g in gates)
         factors.append(cols.sequence(gates))
-    op = KronOp(tuple(cols.columns), None, low, width, tuple(factors), diagonal)
+    op = KronOp(tuple(cols.columns), None, low, width, tuple(factors), diagonal, compiled)
     if not op.columns:
-        op = KronOp((), _freeze(op.matrices(np.zeros((1, 0)))), low, width, op.factors, diagonal)
+        constant = _freeze(op.matrices(np.zeros((1, 0))))
+        op = KronOp((), constant, low, width, op.factors, diagonal, compiled)
     return op
 
 
@@ -284,7 +308,7 @@ def _monomial(n: int, gates: list[Instruction]) -> MonomialOp:
     return MonomialOp(source, None if trivial else phase, len(gates))
 
 
-def _blocks(qubits: list[int], n: int) -> list[tuple[int, int]]:
+def _blocks(qubits: list[int], n: int, compiled: bool) -> list[tuple[int, int]]:
     """Cover the sorted ``qubits`` with blocks ``(low, width)`` of contiguous qubits."""
     runs: list[list[int]] = []
     for q in qubits:
@@ -294,7 +318,12 @@ def _blocks(qubits: list[int], n: int) -> list[tuple[int, int]]:
             runs.append([q])
     out: list[tuple[int, int]] = []
     for run in runs:
-        if n < WIDE_CIRCUIT_QUBITS:
+        if compiled:
+            # The compiled kernels apply a block one qubit at a time (2 multiplications per
+            # amplitude and qubit, where a block matrix of w qubits costs 2**w), so a block
+            # spans the whole run: one op, its matrices built in one vectorized pass.
+            out.append((run[0], len(run)))
+        elif n < WIDE_CIRCUIT_QUBITS:
             # Narrow circuits are bound by numpy's per-call overhead: few, equal blocks.
             out.extend(
                 (run[s], min(BLOCK_QUBITS, len(run) - s)) for s in range(0, len(run), BLOCK_QUBITS)
@@ -322,7 +351,12 @@ def _cheapest_blocks(first: int, count: int) -> list[tuple[int, int]]:
     return out
 
 
-def compile_plan(circuit: Circuit) -> SimulationPlan:
+def compile_plan(circuit: Circuit, compiled: bool | None = None) -> SimulationPlan:
+    """The circuit's fused ops. ``compiled`` (default: whether the compiled kernels are on
+    for complex128 states) builds blocks for :mod:`.kernels`: one per run of qubits, whose
+    :meth:`KronOp.matrices` are the per-qubit factors ``[F, U, 2, 2]``."""
+    if compiled is None:
+        compiled = kernels.compiled_enabled(np.complex128)
     n = circuit.num_qubits
     pending: dict[int, list[Instruction]] = {}
     ops: list[Op] = []
@@ -343,8 +377,8 @@ def compile_plan(circuit: Circuit) -> SimulationPlan:
         if not pending:
             return
         flush_constants()
-        for low, width in _blocks(sorted(pending), n):
-            ops.append(_kron_op(circuit, low, width, pending))
+        for low, width in _blocks(sorted(pending), n, compiled):
+            ops.append(_kron_op(circuit, low, width, pending, compiled))
 
     for inst in circuit.instructions:
         if len(inst.qubits) == 1:

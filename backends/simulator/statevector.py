@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..observables import Observable, PauliTerm
+from . import kernels
 from .plan import GateOp, KronOp, MonomialOp, Op, SimulationPlan
 
 __all__ = [
@@ -81,6 +82,9 @@ def apply_block(
 
 def apply_monomial(states: States, out: States, op: MonomialOp) -> None:
     """``out[:, j] = phase[j] * states[:, source[j]]``."""
+    if kernels.compiled_enabled(states.dtype):
+        kernels.gather(states, out, op.source, op.phase)
+        return
     np.take(states, op.source, axis=1, out=out, mode="clip")  # clip: no bounds checks
     if op.phase is not None:
         out *= op.phase.astype(out.dtype, copy=False)
@@ -143,6 +147,9 @@ def apply_op(op: Op, states: States, scratch: States, n: int, m: Matrices | None
         return True
     assert m is not None
     if isinstance(op, KronOp):
+        if op.compiled:
+            kernels.apply_factors(states, op.qubit_array, m)
+            return False
         if op.diagonal:
             _apply_sparse(states, n, op.qubits, m, True)
             return False

@@ -1,0 +1,122 @@
+"""Compiled kernels for the statevector hot loops (numba), and the switch that picks them.
+
+Three loops dominate a simulation and a backward pass: applying a block matrix to the
+amplitudes it mixes, gathering amplitudes through a fused permutation with phases, and
+the adjoint step through one qubit's gates (overlaps with each generator, then the
+inverse applied to ``psi`` and ``lambda`` in the same pass). Written in NumPy each of
+these is several calls with temporaries; here each is one loop over the state, compiled
+once and cached on disk (``cache=True``: a new process loads the machine code instead of
+compiling it), releasing the GIL (``nogil=True``) so the simulator's worker threads run
+them side by side. The kernels are single-threaded: the simulator already runs one chunk
+of bindings per core, and numba's default thread pool is not safe to enter from several
+threads at once.
+
+The pure-NumPy functions in :mod:`.statevector` and :mod:`.adjoint` stay the reference
+implementation: ``QDB_KERNELS=numpy`` (or :func:`use_kernels`) runs them instead, and the
+tests compare the two on random circuits. Only complex128 states take the compiled path;
+complex64 runs use NumPy.
+
+Measured against the alternatives (see README, "Compiled kernels"): a C extension would
+need a compiler and a build backend on every install; numba ships as a wheel, so the
+README's two set-up commands stay the only ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["KernelChoice", "compiled_enabled", "use_kernels"]
+
+States = NDArray[np.complexfloating]
+
+KernelChoice = Literal["numba", "numpy"]
+
+_choice: KernelChoice = "numpy" if os.environ.get("QDB_KERNELS", "").lower() == "numpy" else "numba"
+_numba: Any = None  # the compiled kernels' module, imported on first use
+
+
+def compiled_enabled(dtype: Any) -> bool:
+    """Whether states of ``dtype`` take the compiled kernels right now."""
+    return _choice == "numba" and np.dtype(dtype) == np.complex128
+
+
+@contextmanager
+def use_kernels(choice: KernelChoice) -> Iterator[None]:
+    """Run the enclosed code with the compiled (``"numba"``) or reference (``"numpy"``)
+    kernels. Process-wide: meant for tests and benchmarks, not for concurrent use."""
+    global _choice
+    if choice not in ("numba", "numpy"):
+        raise ValueError(f"kernels must be 'numba' or 'numpy', got {choice!r}")
+    previous, _choice = _choice, choice
+    try:
+        yield
+    finally:
+        _choice = previous
+
+
+def kernels() -> Any:
+    """The compiled kernels (imported, and loaded from numba's cache, on first use)."""
+    global _numba
+    if _numba is None:
+        from . import _compiled
+
+        _numba = _compiled
+    return _numba
+
+
+def apply_block(
+    states: States, low: int, width: int, m: States
+) -> None:
+    """``states = (I ⊗ m ⊗ I) states`` in place, per row, for a block on qubits
+    ``low .. low + width - 1`` (``m`` ``[1|U, d, d]``)."""
+    k = kernels()
+    m = np.ascontiguousarray(m, dtype=np.complex128)
+    if width == 1:
+        k.apply_one(states, low, m)
+    else:
+        k.apply_block(states, low, width, m)
+
+
+def apply_factors(
+    states: States, qubits: NDArray[np.int64], m: States
+) -> None:
+    """Factor ``m[f]`` (``[1|U, 2, 2]``) on qubit ``qubits[f]`` of every row, in place."""
+    kernels().apply_factors(states, qubits, np.ascontiguousarray(m, dtype=np.complex128))
+
+
+def gather(
+    states: States,
+    out: States,
+    source: NDArray[np.intp],
+    phase: States | None,
+) -> None:
+    """``out[:, j] = phase[j] * states[:, source[j]]`` (``phase`` None: all ones)."""
+    k = kernels()
+    if phase is None:
+        k.gather(states, out, source)
+    else:
+        k.gather_phase(states, out, source, phase)
+
+
+def adjoint_step(
+    psi: States,
+    lam: States,
+    qubit: int,
+    dagger: States,
+    generators: States,
+) -> NDArray[np.float64]:
+    """One qubit's step of the backward walk, in place, for every row of ``psi``/``lam``.
+
+    Returns ``Re <lam|h_g|psi>`` ``[U, G]`` for each generator ``h_g`` (``generators``
+    ``[G, 1|U, 2, 2]`` acting on ``qubit``), measured before ``dagger`` (``[1|U, 2, 2]``,
+    the inverse of the qubit's gates) is applied to both ``psi`` and ``lam``.
+    """
+    out = np.zeros((psi.shape[0], generators.shape[0]))
+    kernels().adjoint_step(psi, lam, qubit, dagger, generators, out)
+    return out
