@@ -7,6 +7,7 @@ acts on qubit 0. Internally each string is kept as an ``x`` bit mask and a ``z``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,13 @@ class Observable:
 ObservableLike: TypeAlias = "str | Observable"
 
 
+@functools.lru_cache(maxsize=4096)
+def _pauli_observable(label: str, num_qubits: int) -> Observable:
+    # Observables are immutable, and a training loop names the same few on every step:
+    # parsing them once keeps a small cached run's validation in microseconds.
+    return Observable.pauli(_check_label(label, num_qubits))
+
+
 def as_observables(items: Sequence[Any] | ObservableLike, num_qubits: int) -> list[Observable]:
     """Normalize labels and observables to a list, checking each against ``num_qubits``."""
     if isinstance(items, str | Observable):
@@ -137,7 +145,7 @@ def as_observables(items: Sequence[Any] | ObservableLike, num_qubits: int) -> li
     out: list[Observable] = []
     for item in items:
         if isinstance(item, str):
-            obs = Observable.pauli(_check_label(item, num_qubits))
+            obs = _pauli_observable(item, num_qubits)
         elif isinstance(item, Observable):
             obs = item
         else:

@@ -54,6 +54,7 @@ def random_circuit(
     num_params: int,
     measure: bool = False,
     parameter_names: Sequence[str] | None = None,
+    gate_names: Sequence[str] | None = None,
 ) -> Circuit:
     """A random circuit drawing on every gate of :data:`backends.gates.GATES`.
 
@@ -66,6 +67,7 @@ def random_circuit(
     replacement (so parameters are reused); the rest are constants in [-2π, 2π]. The
     global phase is uniform in [-π, π]. With ``measure``, a random non-empty subset of
     the qubits is measured into distinct, possibly non-contiguous classical bits.
+    ``gate_names`` restricts the draw to those gates.
     """
     if parameter_names is None:
         parameter_names = [f"p{i}" for i in range(num_params)]
@@ -78,7 +80,11 @@ def random_circuit(
         global_phase=float(rng.uniform(-math.pi, math.pi)),
         name="random",
     )
-    names = [name for name, spec in GATES.items() if spec.num_qubits <= num_qubits]
+    names = [
+        name
+        for name, spec in GATES.items()
+        if spec.num_qubits <= num_qubits and (gate_names is None or name in gate_names)
+    ]
     order = [names[i] for i in rng.permutation(len(names))]
     for k in range(num_gates):
         name = order[k] if k < len(order) else names[int(rng.integers(len(names)))]

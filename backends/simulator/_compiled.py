@@ -165,3 +165,146 @@ def adjoint_step(psi, lam, qubit, dagger, generators, out):
             h = generators[g, u if generators.shape[1] > 1 else 0]
             v = h[0, 0] * sums[0] + h[0, 1] * sums[1] + h[1, 0] * sums[2] + h[1, 1] * sums[3]
             out[u, g] = v.real
+
+
+# ----------------------------------------------------------------------------- the tape
+# A whole exact run in one call (see tape.py): every binding evolved gate by gate in
+# buffers that stay in cache, each restarting from the state before the first op whose
+# angles differ from the previous binding's, then measured on the observables' terms.
+
+_RX, _RY, _RZ, _P, _U = 1, 2, 3, 4, 5
+
+
+@_jit
+def _parity(v):
+    v ^= v >> 32
+    v ^= v >> 16
+    v ^= v >> 8
+    v ^= v >> 4
+    v ^= v >> 2
+    v ^= v >> 1
+    return v & 1
+
+
+@_jit
+def _factor_matrix(row, first, count, codes, consts, cols, coeffs, offsets, m):
+    # The product of the factor's gates (first applied first) into ``m``, on scalars: no
+    # allocation per gate.
+    m00, m01, m10, m11 = 1.0 + 0j, 0j, 0j, 1.0 + 0j
+    for item in range(first, first + count):
+        code = codes[item, 0]
+        if code == 0:
+            k = codes[item, 1]
+            g00, g01, g10, g11 = consts[k, 0, 0], consts[k, 0, 1], consts[k, 1, 0], consts[k, 1, 1]
+        else:
+            c0, c1, c2 = cols[item, 0], cols[item, 1], cols[item, 2]
+            a0 = offsets[item, 0] if c0 < 0 else coeffs[item, 0] * row[c0] + offsets[item, 0]
+            half = 0.5 * a0
+            co, si = np.cos(half), np.sin(half)
+            if code == _RX:
+                g00, g01, g10, g11 = co + 0j, -1j * si, -1j * si, co + 0j
+            elif code == _RY:
+                g00, g01, g10, g11 = co + 0j, -si + 0j, si + 0j, co + 0j
+            elif code == _RZ:
+                g00, g01, g10, g11 = co - 1j * si, 0j, 0j, co + 1j * si
+            elif code == _P:  # exp(i a) from the half angle's cosine and sine
+                g00, g01, g10, g11 = 1.0 + 0j, 0j, 0j, (co * co - si * si) + 2j * co * si
+            else:
+                phi = offsets[item, 1] if c1 < 0 else coeffs[item, 1] * row[c1] + offsets[item, 1]
+                lam = offsets[item, 2] if c2 < 0 else coeffs[item, 2] * row[c2] + offsets[item, 2]
+                g00, g01 = co + 0j, -np.exp(1j * lam) * si
+                g10, g11 = np.exp(1j * phi) * si, np.exp(1j * (phi + lam)) * co
+        m00, m01, m10, m11 = (
+            g00 * m00 + g01 * m10,
+            g00 * m01 + g01 * m11,
+            g10 * m00 + g11 * m10,
+            g10 * m01 + g11 * m11,
+        )
+    m[0, 0], m[0, 1], m[1, 0], m[1, 1] = m00, m01, m10, m11
+
+
+@_jit
+def _rotate_into(src, dst, qubit, m):
+    size = src.shape[0]
+    step = 1 << qubit
+    m00, m01, m10, m11 = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    for start in range(0, size, 2 * step):
+        for i0 in range(start, start + step):
+            a, b = src[i0], src[i0 + step]
+            dst[i0] = m00 * a + m01 * b
+            dst[i0 + step] = m10 * a + m11 * b
+
+
+@_jit
+def _differs(entry, codes, cols, values, r, prev):
+    if entry[0] != 0:
+        return False
+    for item in range(entry[2], entry[2] + entry[3]):
+        if codes[item, 0] == 0:
+            continue
+        for s in range(3):
+            c = cols[item, s]
+            if c >= 0 and values[r, c] != values[prev, c]:
+                return True
+    return False
+
+
+@_jit
+def run_tape(
+    values, order, entries, codes, consts, cols, coeffs, offsets, perms, phases,
+    num_qubits, share, x_masks, z_masks, y_phases, out,
+):  # fmt: skip
+    size = 1 << num_qubits
+    count = entries.shape[0]
+    buffers = np.empty((count + 1 if share else 2, size), dtype=np.complex128)
+    m = np.empty((2, 2), dtype=np.complex128)
+    prev = -1
+    for idx in range(order.shape[0]):
+        r = order[idx]
+        start = 0
+        if share and prev >= 0:
+            start = count
+            for t in range(count):
+                if _differs(entries[t], codes, cols, values, r, prev):
+                    start = t
+                    break
+        if start == 0:
+            buffers[0, :] = 0.0
+            buffers[0, 0] = 1.0
+        for t in range(start, count):
+            src = buffers[t] if share else buffers[t & 1]
+            dst = buffers[t + 1] if share else buffers[(t + 1) & 1]
+            kind, target = entries[t, 0], entries[t, 1]
+            if kind == 0:
+                _factor_matrix(values[r], entries[t, 2], entries[t, 3], codes, consts, cols,
+                               coeffs, offsets, m)  # fmt: skip
+                _rotate_into(src, dst, target, m)
+            else:
+                source, phase = perms[target], phases[target]
+                for j in range(size):
+                    dst[j] = phase[j] * src[source[j]]
+        psi = buffers[count] if share else buffers[count & 1]
+        _measure(psi, x_masks, z_masks, y_phases, out[r])
+        prev = r
+
+
+@_jit
+def _measure(psi, x_masks, z_masks, y_phases, out):
+    # <psi|P|psi> = i^{#Y} sum_j conj(psi[j ^ x]) psi[j] (-1)^{|j & z|}; the diagonal terms
+    # (x = 0) share one pass over the probabilities.
+    size = psi.shape[0]
+    terms = x_masks.shape[0]
+    out[:] = 0.0
+    for j in range(size):
+        p = psi[j].real * psi[j].real + psi[j].imag * psi[j].imag
+        for t in range(terms):
+            if x_masks[t] == 0:
+                out[t] += p * (1.0 - 2.0 * _parity(j & z_masks[t]))
+    for t in range(terms):
+        x = x_masks[t]
+        if x == 0:
+            continue
+        acc = 0j
+        for j in range(size):
+            acc += psi[j ^ x].conjugate() * psi[j] * (1.0 - 2.0 * _parity(j & z_masks[t]))
+        out[t] = (y_phases[t] * acc).real

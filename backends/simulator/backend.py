@@ -28,6 +28,7 @@ from .dense import DENSE_MAX_QUBITS, DenseProgram, compile_dense, dense_bytes, d
 from .execution import ChunkResult, ChunkSettings, ChunkWork, plan_chunks, simulate_chunk
 from .plan import SimulationPlan, compile_plan
 from .statevector import PauliMeasurement
+from .tape import SHARE_BYTES, Tape, compile_tape, tape_order, tape_term_values
 from .twins import find_twins, rotation_columns
 
 __all__ = ["SimulatorBackend"]
@@ -52,6 +53,17 @@ _COMPILED_VJP_TASK_BYTES = 2 << 20
 _INLINE_DENSE_BYTES = 4 << 20
 #: Exact runs whose states take at most this many bytes run on the calling event loop.
 _INLINE_RUN_BYTES = 64 << 10
+#: Widest circuit an exact run takes through the compiled tape (see ``_tape``).
+_TAPE_MAX_QUBITS = 14
+
+
+def _shares_a_prefix(tape: Tape, values: NDArray[np.float64]) -> bool:
+    """Whether two bindings agree on the first angle the tape reads, so that sorting and
+    saving states can pay (a parameter-shift batch); distinct inputs run straight."""
+    if values.shape[0] < 2 or not tape.columns.size:
+        return False
+    first = values[:, tape.columns[0]].tolist()
+    return len(set(first)) < len(first)
 
 
 class _SingleThreadedBlas:
@@ -130,6 +142,7 @@ class SimulatorBackend(Backend):
         self._seeds = np.random.SeedSequence(seed)
         self._plans: dict[tuple[str, bool], tuple[SimulationPlan, dict[int, float]]] = {}
         self._dense_programs: dict[str, DenseProgram] = {}
+        self._tapes: dict[str, Tape | None] = {}
         self._measurements: dict[tuple[Any, ...], PauliMeasurement] = {}
         item = np.dtype(self._dtype).itemsize
         self._capabilities = Capabilities(
@@ -237,6 +250,10 @@ class SimulatorBackend(Backend):
             request.shots is None
             and request.batch_size * self._row_bytes(circuit.num_qubits) <= _INLINE_RUN_BYTES
         )
+        if request.shots is None and request.observables is not None:
+            tape = self._tape(circuit, plan)
+            if tape is not None:
+                return await self._run_tape(request, tape, inline, started)
         works = self._work(request, rotations, 1 if inline else None)
         max_rows = self._row_budget(circuit.num_qubits)
         # A chunk holds at most about two branches of ``max_rows`` rows (a parent waiting
@@ -268,6 +285,59 @@ class SimulatorBackend(Backend):
         with _BLAS:
             parts = await asyncio.gather(*(one(w) for w in works))
         return self._result(request, parts, started, seed)
+
+    def _tape(self, circuit: Circuit, plan: SimulationPlan) -> Tape | None:
+        """The circuit's tape for an exact run on the compiled kernels, when it has one
+        and it pays: up to :data:`_TAPE_MAX_QUBITS` (wider states gain more from the plan
+        path's shared rows and twins than from running in cache)."""
+        if circuit.num_qubits > _TAPE_MAX_QUBITS or not kernels.compiled_enabled(self._dtype):
+            return None
+        key = circuit.content_hash()
+        if key not in self._tapes:
+            if len(self._tapes) > 256:
+                self._tapes.clear()
+            self._tapes[key] = compile_tape(plan)
+        return self._tapes[key]
+
+    async def _run_tape(
+        self, request: RunRequest, tape: Tape, inline: bool, started: float
+    ) -> RunResult:
+        """An exact run as one compiled tape call per thread (see ``tape``)."""
+        assert request.observables is not None
+        values = np.ascontiguousarray(request.parameter_values, dtype=np.float64)
+        measurement = self._measurement(tape.num_qubits, request.observables)
+        terms = np.empty((values.shape[0], len(measurement.terms)))
+        threads = 1 if inline else max(1, min(self._workers, values.shape[0]))
+        share_budget = min(SHARE_BYTES, self.max_memory_bytes // (2 * threads))
+        share = tape.state_bytes() <= share_budget and _shares_a_prefix(tape, values)
+        order = tape_order(tape, values) if share else np.arange(values.shape[0])
+        if inline:
+            tape_term_values(tape, values, measurement, order, share, terms)
+        else:
+            # Contiguous slices of the sorted order: a thread keeps its neighbours' prefixes.
+            slices = [s for s in np.array_split(order, threads) if s.size]
+            loop = asyncio.get_running_loop()
+            assert self._executor is not None
+            executor = self._executor
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        executor,
+                        tape_term_values,
+                        tape,
+                        values,
+                        measurement,
+                        part,
+                        share,
+                        terms,
+                    )
+                    for part in slices
+                )
+            )
+        part = ChunkResult(
+            np.arange(values.shape[0]), values.shape[0], expectations=terms @ measurement.weights
+        )
+        return self._result(request, [part], started, None)
 
     def _measurement(self, num_qubits: int, observables: Sequence[Observable]) -> PauliMeasurement:
         """The observables' sign tables, kept for the next run of the same ones."""
@@ -532,6 +602,7 @@ class SimulatorBackend(Backend):
         state["_executor"] = None
         state["_plans"] = {}
         state["_dense_programs"] = {}
+        state["_tapes"] = {}
         state["_measurements"] = {}
         return state
 

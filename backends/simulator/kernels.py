@@ -31,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import BackendError
+
 __all__ = ["KernelChoice", "compiled_enabled", "use_kernels"]
 
 States = NDArray[np.complexfloating]
@@ -52,7 +54,7 @@ def use_kernels(choice: KernelChoice) -> Iterator[None]:
     kernels. Process-wide: meant for tests and benchmarks, not for concurrent use."""
     global _choice
     if choice not in ("numba", "numpy"):
-        raise ValueError(f"kernels must be 'numba' or 'numpy', got {choice!r}")
+        raise BackendError(f"kernels must be 'numba' or 'numpy', got {choice!r}")
     previous, _choice = _choice, choice
     try:
         yield
@@ -70,9 +72,7 @@ def kernels() -> Any:
     return _numba
 
 
-def apply_block(
-    states: States, low: int, width: int, m: States
-) -> None:
+def apply_block(states: States, low: int, width: int, m: States) -> None:
     """``states = (I ⊗ m ⊗ I) states`` in place, per row, for a block on qubits
     ``low .. low + width - 1`` (``m`` ``[1|U, d, d]``)."""
     k = kernels()
@@ -83,9 +83,7 @@ def apply_block(
         k.apply_block(states, low, width, m)
 
 
-def apply_factors(
-    states: States, qubits: NDArray[np.int64], m: States
-) -> None:
+def apply_factors(states: States, qubits: NDArray[np.int64], m: States) -> None:
     """Factor ``m[f]`` (``[1|U, 2, 2]``) on qubit ``qubits[f]`` of every row, in place."""
     kernels().apply_factors(states, qubits, np.ascontiguousarray(m, dtype=np.complex128))
 

@@ -365,7 +365,8 @@ def compile_plan(circuit: Circuit, compiled: bool | None = None) -> SimulationPl
     def flush_constants() -> None:
         if not constants:
             return
-        if len(constants) > 1 and n <= MONOMIAL_MAX_QUBITS:
+        # A lone gate is a gather too on the compiled path (one kernel, and a tape entry).
+        if (len(constants) > 1 or compiled) and n <= MONOMIAL_MAX_QUBITS:
             ops.append(_monomial(n, constants))
         else:
             ops.extend(_gate_op(circuit, g) for g in constants)

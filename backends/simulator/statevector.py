@@ -401,6 +401,10 @@ class PauliMeasurement:
         self._phases = {
             x: np.array([1j ** self.terms[t].num_y for t in group]) for x, group in groups.items()
         }
+        #: Each term's masks and phase as arrays (what the compiled tape measures with).
+        self.x_masks = np.array([t.x_mask for t in self.terms], dtype=np.int64)
+        self.z_masks = np.array([t.z_mask for t in self.terms], dtype=np.int64)
+        self.y_phases = np.array([1j**t.num_y for t in self.terms], dtype=np.complex128)
 
     def _sign_tables(self, masks: list[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         low = self._low_bits
