@@ -57,7 +57,7 @@ class Tape:
 
     def state_bytes(self) -> int:
         """Bytes of the saved states of one thread's run."""
-        return (self.entries.shape[0] + 1) * (16 << self.num_qubits)
+        return int(self.entries.shape[0] + 1) * (16 << self.num_qubits)
 
 
 def compile_tape(plan: SimulationPlan) -> Tape | None:
