@@ -60,27 +60,6 @@ def apply_factors(states, qubits, m):
 
 
 @_jit
-def apply_block(states, low, width, m):
-    # In place: each group's ``d`` amplitudes are read into ``tmp`` before any is written.
-    rows, size = states.shape
-    d = 1 << width
-    below = (1 << low) - 1
-    groups = size >> width
-    tmp = np.empty(d, dtype=np.complex128)
-    for u in range(rows):
-        mu = m[u] if m.shape[0] > 1 else m[0]
-        for g in range(groups):
-            base = ((g & ~below) << width) | (g & below)
-            for c in range(d):
-                tmp[c] = states[u, base | (c << low)]
-            for r in range(d):
-                acc = 0j
-                for c in range(d):
-                    acc += mu[r, c] * tmp[c]
-                states[u, base | (r << low)] = acc
-
-
-@_jit
 def gather(states, out, source):
     rows, size = states.shape
     for u in range(rows):

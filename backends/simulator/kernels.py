@@ -72,17 +72,6 @@ def kernels() -> Any:
     return _numba
 
 
-def apply_block(states: States, low: int, width: int, m: States) -> None:
-    """``states = (I ⊗ m ⊗ I) states`` in place, per row, for a block on qubits
-    ``low .. low + width - 1`` (``m`` ``[1|U, d, d]``)."""
-    k = kernels()
-    m = np.ascontiguousarray(m, dtype=np.complex128)
-    if width == 1:
-        k.apply_one(states, low, m)
-    else:
-        k.apply_block(states, low, width, m)
-
-
 def apply_factors(states: States, qubits: NDArray[np.int64], m: States) -> None:
     """Factor ``m[f]`` (``[1|U, 2, 2]``) on qubit ``qubits[f]`` of every row, in place."""
     kernels().apply_factors(states, qubits, np.ascontiguousarray(m, dtype=np.complex128))
@@ -118,3 +107,34 @@ def adjoint_step(
     out = np.zeros((psi.shape[0], generators.shape[0]))
     kernels().adjoint_step(psi, lam, qubit, dagger, generators, out)
     return out
+
+
+def warm() -> float:
+    """Compile (or load from numba's cache) every kernel on a tiny circuit; the seconds it
+    took. The image build runs it, so the service's first run loads machine code instead
+    of compiling it (a first compilation takes seconds; a cached load well under one)."""
+    import asyncio
+    import time
+
+    from ..templates import hardware_efficient_circuit, z_observables
+    from .backend import SimulatorBackend
+
+    async def exercise() -> None:
+        circuit = hardware_efficient_circuit(2, 1)
+        values = np.zeros((2, circuit.num_parameters))
+        with use_kernels("numba"):
+            async with SimulatorBackend() as sim:
+                obs = [*z_observables(2), "XY"]
+                await sim.run(circuit, values, observables=obs)  # the tape
+                await sim.compute_vjp(circuit, values, obs, np.ones((2, 3)))
+        # The plan kernels run on circuits too wide for the tape and dense paths.
+        rows = np.zeros((1, 4), dtype=np.complex128)
+        rows[0, 0] = 1
+        apply_factors(rows, np.array([1, 0]), np.broadcast_to(np.eye(2), (2, 1, 2, 2)))
+        gather(rows, rows.copy(), np.arange(4), None)
+        gather(rows, rows.copy(), np.arange(4), np.ones(4, dtype=np.complex128))
+        adjoint_step(rows, rows.copy(), 0, np.eye(2)[None] + 0j, np.zeros((1, 1, 2, 2)) + 0j)
+
+    started = time.perf_counter()
+    asyncio.run(exercise())
+    return time.perf_counter() - started
