@@ -287,3 +287,37 @@ def _measure(psi, x_masks, z_masks, y_phases, out):
         for j in range(size):
             acc += psi[j ^ x].conjugate() * psi[j] * (1.0 - 2.0 * _parity(j & z_masks[t]))
         out[t] = (y_phases[t] * acc).real
+
+
+@_jit
+def apply_observable(psi, x_masks, z_masks, y_phases, coefficients, lam, term_values):
+    # lam[u] = sum_t c[u, t] P_t psi[u] and term_values[u, t] = <psi[u]|P_t|psi[u]>, with
+    # (P psi)[j] = i^{#Y} (-1)^{|(j ^ x) & z|} psi[j ^ x]; diagonal terms share one pass.
+    rows, size = psi.shape
+    terms = x_masks.shape[0]
+    for u in range(rows):
+        p = psi[u]
+        out = lam[u]
+        for t in range(terms):
+            term_values[u, t] = 0.0
+        for j in range(size):
+            a = p[j]
+            prob = a.real * a.real + a.imag * a.imag
+            weight = 0.0
+            for t in range(terms):
+                if x_masks[t] == 0:
+                    sign = 1.0 - 2.0 * _parity(j & z_masks[t])
+                    weight += coefficients[u, t] * sign
+                    term_values[u, t] += prob * sign
+            out[j] = weight * a
+        for t in range(terms):
+            x = x_masks[t]
+            if x == 0:
+                continue
+            acc = 0.0
+            for j in range(size):
+                k = j ^ x
+                image = y_phases[t] * (1.0 - 2.0 * _parity(k & z_masks[t])) * p[k]
+                acc += (p[j].conjugate() * image).real
+                out[j] += coefficients[u, t] * image
+            term_values[u, t] = acc

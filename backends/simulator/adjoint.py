@@ -26,7 +26,7 @@ from ..gates import gate_derivative, gate_spec
 from ..observables import Observable
 from . import kernels
 from .plan import GateOp, GateSequence, KronOp, MonomialOp, SimulationPlan
-from .statevector import apply_op, evolve, pauli_terms
+from .statevector import PauliMeasurement, apply_op, evolve, pauli_terms
 
 __all__ = ["adjoint_jacobian", "adjoint_vjp"]
 
@@ -112,17 +112,10 @@ def _compiled_vjp(
     """
     n = plan.num_qubits
     b, p = values.shape
-    terms, weights = pauli_terms(observables)
+    measurement = PauliMeasurement(n, observables)
     psi = np.ascontiguousarray(psi)
-    lam = np.zeros_like(psi)
-    term_values = np.empty((b, len(terms)))
-    coefficients = cotangents @ weights.T
-    j = np.arange(1 << n, dtype=np.int64)
-    for t, term in enumerate(terms):
-        applied = _pauli_image(psi, j, term)
-        term_values[:, t] = np.einsum("bj,bj->b", np.conj(psi), applied).real
-        lam += coefficients[:, t, None] * applied
-    expectations = term_values @ weights
+    lam, term_values = kernels.apply_observable(psi, measurement, cotangents @ measurement.weights.T)
+    expectations = term_values @ measurement.weights
     vjp = np.zeros((b, p))
     wanted_set = frozenset(int(i) for i in wanted)
     spare = np.empty_like(psi)

@@ -91,6 +91,28 @@ def gather(
         k.gather_phase(states, out, source, phase)
 
 
+def apply_observable(
+    psi: States,
+    measurement: Any,
+    coefficients: NDArray[np.float64],
+) -> tuple[States, NDArray[np.float64]]:
+    """``(lam, term values)``: ``lam[u] = sum_t c[u, t] P_t psi[u]`` for the Pauli terms
+    of ``measurement`` (a :class:`~.statevector.PauliMeasurement`) and each term's
+    expectation ``[U, T]``, in one compiled pass per non-diagonal term."""
+    lam = np.empty_like(psi)
+    values = np.empty((psi.shape[0], measurement.x_masks.shape[0]))
+    kernels().apply_observable(
+        psi,
+        measurement.x_masks,
+        measurement.z_masks,
+        measurement.y_phases,
+        np.ascontiguousarray(coefficients, dtype=np.float64),
+        lam,
+        values,
+    )
+    return lam, values
+
+
 def adjoint_step(
     psi: States,
     lam: States,
