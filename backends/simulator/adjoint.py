@@ -114,7 +114,8 @@ def _compiled_vjp(
     b, p = values.shape
     measurement = PauliMeasurement(n, observables)
     psi = np.ascontiguousarray(psi)
-    lam, term_values = kernels.apply_observable(psi, measurement, cotangents @ measurement.weights.T)
+    coefficients = cotangents @ measurement.weights.T  # each term's weight in the sum
+    lam, term_values = kernels.apply_observable(psi, measurement, coefficients)
     expectations = term_values @ measurement.weights
     vjp = np.zeros((b, p))
     wanted_set = frozenset(int(i) for i in wanted)
