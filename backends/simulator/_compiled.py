@@ -321,3 +321,10 @@ def apply_observable(psi, x_masks, z_masks, y_phases, coefficients, lam, term_va
                 acc += (p[j].conjugate() * image).real
                 out[j] += coefficients[u, t] * image
             term_values[u, t] = acc
+
+
+@_jit
+def adjoint_factors(psi, lam, qubits, daggers, generators, out):
+    # A compiled block's backward step: factor f on qubit qubits[f], out[f] = its overlaps.
+    for f in range(qubits.shape[0]):
+        adjoint_step(psi, lam, qubits[f], daggers[f], generators[f], out[f])

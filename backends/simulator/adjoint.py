@@ -17,6 +17,7 @@ passes per layer instead of one per gate, and ``psi`` rides in the same stack as
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,12 @@ def _compiled_vjp(
             continue
         angles = values[:, list(op.columns)]
         if isinstance(op, KronOp):
-            for qubit, dagger, generators in _factor_steps(op, angles, wanted_set):
-                gens = np.stack([h for _, _, h in generators]) if generators else _NO_GENERATORS
-                overlaps = kernels.adjoint_step(psi, lam, qubit, dagger, gens)
-                for g, (param, coeff, _) in enumerate(generators):
-                    vjp[:, param] += 2.0 * coeff * overlaps[:, g]
+            step = _block_step(op, angles, wanted_set)
+            overlaps = kernels.adjoint_factors(psi, lam, step.qubits, step.daggers, step.gens)
+            valid = step.params >= 0  # [F, S]
+            if valid.any():
+                weighted = 2.0 * step.coeffs[valid][:, None] * overlaps.transpose(0, 2, 1)[valid]
+                np.add.at(vjp.T, step.params[valid], weighted)
             continue
         # A multi-qubit parameterized gate: the NumPy step, on a stacked copy.
         view = np.stack([psi, lam], axis=1)
@@ -152,33 +154,44 @@ def _compiled_vjp(
     return expectations, vjp
 
 
-_NO_GENERATORS = np.zeros((0, 1, 2, 2), dtype=np.complex128)
+@dataclass(frozen=True, slots=True)
+class _BlockStep:
+    """What the backward walk needs of a block's factors, as arrays for one kernel call."""
+
+    qubits: NDArray[np.int64]  # [F]
+    daggers: Matrices  # [F, B, 2, 2]: the inverse of each factor's gates
+    gens: Matrices  # [F, S, B, 2, 2]: generators A dG G^† A^† of its angles
+    params: NDArray[np.intp]  # [F, S]: the parameter each generator adds to (-1: none)
+    coeffs: NDArray[np.float64]  # [F, S]: its angle's coefficient
 
 
-def _factor_steps(
-    op: KronOp, angles: NDArray[np.float64], wanted: frozenset[int]
-) -> list[tuple[int, Matrices, list[tuple[int, float, Matrices]]]]:
-    """``(qubit, inverse [B, 2, 2], [(parameter, coeff, generator [B, 2, 2])])`` per factor.
+def _block_step(op: KronOp, angles: NDArray[np.float64], wanted: frozenset[int]) -> _BlockStep:
+    """The block's factors' inverses and generators (see :func:`_sequence_generators`).
 
-    Factors running the same gates (a layer's RX RY RZ on each qubit) get their matrices
-    and generators built for all qubits at once, as :meth:`KronOp._uniform_matrices` does.
+    Factors running the same gates (a layer's RX RY RZ on each qubit) get them built for
+    all qubits at once, as :meth:`KronOp._factor_matrices` does.
     """
+    f, b = len(op.factors), angles.shape[0]
     names = op.factors[0].names
     shape = [len(a) for a in op.factors[0].angles]
-    uniform = all(f.names == names and [len(a) for a in f.angles] == shape for f in op.factors)
-    qubits = [op.low + op.width - 1 - i for i in range(len(op.factors))]
+    uniform = all(x.names == names and [len(a) for a in x.angles] == shape for x in op.factors)
+    qubits = op.qubit_array
     if not uniform:
-        out = []
-        for qubit, factor in zip(qubits, op.factors, strict=True):
-            m = factor.matrices(angles)
-            mine = [
-                (op.columns[col], coeff, h)
-                for col, coeff, h in _sequence_generators(factor, angles)
-                if op.columns[col] in wanted
-            ]
-            out.append((qubit, np.conj(m.swapaxes(-1, -2)), mine))
-        return out
-    f, b = len(op.factors), angles.shape[0]
+        per_factor = [
+            [(op.columns[c], coeff, h) for c, coeff, h in _sequence_generators(x, angles)]
+            for x in op.factors
+        ]
+        slots = max(1, max(len(g) for g in per_factor))
+        gens = np.zeros((f, slots, b, 2, 2), dtype=np.complex128)
+        params = np.full((f, slots), -1, dtype=np.intp)
+        coeffs = np.zeros((f, slots))
+        for i, found in enumerate(per_factor):
+            for k, (param, coeff, h) in enumerate(found):
+                gens[i, k] = h
+                if param in wanted:
+                    params[i, k], coeffs[i, k] = param, coeff
+        daggers = np.stack([np.conj(x.matrices(angles).swapaxes(-1, -2)) for x in op.factors])
+        return _BlockStep(qubits, daggers, gens, params, coeffs)
     built: list[tuple[str, int, NDArray[np.float64], Matrices]] = []
     for g, name in enumerate(names):
         a = np.empty((f, b, shape[g]))
@@ -187,21 +200,39 @@ def _factor_steps(
                 a[i, :, s] = offset if col < 0 else coeff * angles[:, col] + offset
         built.append((name, g, a, gate_spec(name).matrix(a)))
     after: Matrices = np.broadcast_to(np.eye(2, dtype=np.complex128), (f, b, 2, 2))
-    generators: list[list[tuple[int, float, Matrices]]] = [[] for _ in range(f)]
+    found_gens: list[Matrices] = []
+    found_params: list[NDArray[np.intp]] = []
+    found_coeffs: list[NDArray[np.float64]] = []
     for name, g, a, m in reversed(built):
         m_dagger = np.conj(m.swapaxes(-1, -2))
         after_dagger = np.conj(after.swapaxes(-1, -2))
         for s in range(shape[g]):
-            if all(factor.angles[g][s][1] < 0 for factor in op.factors):
+            specs = [factor.angles[g][s] for factor in op.factors]
+            if all(col < 0 for _, col, _ in specs):
                 continue
-            h = after @ (gate_derivative(name, a, s) @ m_dagger) @ after_dagger
-            for i, factor in enumerate(op.factors):
-                coeff, col, _ = factor.angles[g][s]
-                if col >= 0 and op.columns[col] in wanted:
-                    generators[i].append((op.columns[col], coeff, h[i]))
+            found_gens.append(after @ (gate_derivative(name, a, s) @ m_dagger) @ after_dagger)
+            found_params.append(
+                np.array(
+                    [
+                        op.columns[c] if c >= 0 and op.columns[c] in wanted else -1
+                        for _, c, _ in specs
+                    ],
+                    dtype=np.intp,
+                )
+            )
+            found_coeffs.append(np.array([coeff for coeff, _, _ in specs]))
         after = after @ m
-    daggers = np.conj(after.swapaxes(-1, -2))
-    return [(qubits[i], daggers[i], generators[i]) for i in range(f)]
+    daggers = np.ascontiguousarray(np.conj(after.swapaxes(-1, -2)))
+    if not found_gens:
+        gens = np.zeros((f, 1, b, 2, 2), dtype=np.complex128)
+        return _BlockStep(qubits, daggers, gens, np.full((f, 1), -1, np.intp), np.zeros((f, 1)))
+    return _BlockStep(
+        qubits,
+        daggers,
+        np.ascontiguousarray(np.stack(found_gens, axis=1)),
+        np.stack(found_params, axis=1),
+        np.stack(found_coeffs, axis=1),
+    )
 
 
 def _pauli_image(

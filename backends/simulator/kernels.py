@@ -113,6 +113,20 @@ def apply_observable(
     return lam, values
 
 
+def adjoint_factors(
+    psi: States,
+    lam: States,
+    qubits: NDArray[np.int64],
+    daggers: States,
+    generators: States,
+) -> NDArray[np.float64]:
+    """:func:`adjoint_step` for every factor of a block in one call: factor ``f`` on qubit
+    ``qubits[f]`` with ``daggers[f]`` and ``generators[f]``; overlaps ``[F, U, G]``."""
+    out = np.zeros((qubits.shape[0], psi.shape[0], generators.shape[1]))
+    kernels().adjoint_factors(psi, lam, qubits, daggers, generators, out)
+    return out
+
+
 def adjoint_step(
     psi: States,
     lam: States,
