@@ -469,10 +469,12 @@ class QuantumGenerator:
         coeffs = _walsh(vec, self.n_qubits) / self.grid.size
         terms = [(label, float(c)) for label, c in zip(self._z, coeffs, strict=True) if c != 0.0]
         observable = Observable(terms or [(self._z[0], 0.0)])
-        _, jac = await QuantumGradientComputer(how).value_and_jacobian(
-            backend, self.circuit, w[None, :], [observable]
+        # A vector-Jacobian product with the one cotangent 1: on the simulator one backward
+        # pass on the compiled kernels (the adjoint Jacobian's walk is the NumPy one).
+        _, vjp = await QuantumGradientComputer(how).value_and_vjp(
+            backend, self.circuit, w[None, :], [observable], np.ones((1, 1))
         )
-        return np.asarray(jac[0, 0], dtype=np.float64)
+        return np.asarray(vjp[0], dtype=np.float64)
 
     async def sample(
         self,
