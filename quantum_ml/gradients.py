@@ -113,6 +113,23 @@ def _chain_matrix(occ: Sequence[_Occurrence], num_params: int) -> Array:
     return m
 
 
+#: Split circuits by the content hash of their source, so that a training loop's every
+#: step reuses one (and the backend's plan and tape for it, which it finds by the split
+#: circuit's own hash: computing that hash costs more than the arithmetic of a small run).
+_SPLITS: dict[str, tuple[list[_Occurrence], Circuit]] = {}
+
+
+def _split(circuit: Circuit) -> tuple[list[_Occurrence], Circuit]:
+    key = circuit.content_hash()
+    found = _SPLITS.get(key)
+    if found is None:
+        if len(_SPLITS) >= 64:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        occ = _occurrences(circuit)
+        found = _SPLITS[key] = (occ, _split_circuit(circuit, occ))
+    return found
+
+
 def _split_circuit(circuit: Circuit, occ: Sequence[_Occurrence]) -> Circuit:
     """``circuit`` with each occurrence's angle replaced by a fresh parameter of its own."""
     fresh = {(o.instruction, o.slot): Parameter(f"__grad_{k}") for k, o in enumerate(occ)}
@@ -390,8 +407,7 @@ class QuantumGradientComputer:
         wanted: set[int],
     ) -> tuple[Array, Array]:
         b, p = values.shape
-        occ = _occurrences(circuit)
-        derived = _split_circuit(circuit, occ)
+        occ, derived = _split(circuit)
         base = _occurrence_angles(occ, values)  # [B, K]
         # Each evaluation e: (occurrence, shift, coefficient); e = 0 is the unshifted one.
         evals: list[tuple[int, float, float]] = []
@@ -399,16 +415,16 @@ class QuantumGradientComputer:
             if o.param in wanted:
                 rule = shift_rule(o.gate)
                 evals.extend((k, s, c) for s, c in zip(rule.shifts, rule.coeffs, strict=True))
+        table = np.array(evals, dtype=np.float64).reshape(-1, 3)
+        ks, shifts, coeffs = table[:, 0].astype(np.intp), table[:, 1], table[:, 2]
         rows = np.repeat(base[None], 1 + len(evals), axis=0)  # [E, B, K]
-        for e, (k, s, _) in enumerate(evals, start=1):
-            rows[e, :, k] += s
+        rows[1 + np.arange(len(evals)), :, ks] += shifts[:, None]
         flat = rows.reshape(-1, len(occ)) if occ else np.zeros((rows.shape[0] * b, 0))
         out = await self._evaluate(backend, derived, flat, obs, shots, seed)
         f = out.reshape(1 + len(evals), b, len(obs))
-        angle_grad = np.zeros((b, len(obs), len(occ)))
-        for e, (k, _, c) in enumerate(evals, start=1):
-            angle_grad[:, :, k] += c * f[e]
-        jac = angle_grad @ _chain_matrix(occ, p)
+        angle_grad = np.zeros((len(occ), b, len(obs)))  # [K, B, O]
+        np.add.at(angle_grad, ks, coeffs[:, None, None] * f[1:])
+        jac = angle_grad.transpose(1, 2, 0) @ _chain_matrix(occ, p)
         return f[0].copy(), np.ascontiguousarray(jac)
 
     async def _finite_diff(

@@ -203,10 +203,24 @@ def _factor_matrix(row, first, count, codes, consts, cols, coeffs, offsets, m):
 
 
 @_jit
+def _rotate_pairs_into(xs, ys, xd, yd, m00, m01, m10, m11):
+    for i in range(xs.shape[0]):
+        a, b = xs[i], ys[i]
+        xd[i] = m00 * a + m01 * b
+        yd[i] = m10 * a + m11 * b
+
+
+@_jit
 def _rotate_into(src, dst, qubit, m):
     size = src.shape[0]
     step = 1 << qubit
     m00, m01, m10, m11 = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    if step >= 8:  # contiguous runs as slices, which LLVM vectorizes (see _SLICED_STEP)
+        for start in range(0, size, 2 * step):
+            mid, end = start + step, start + 2 * step
+            _rotate_pairs_into(src[start:mid], src[mid:end], dst[start:mid], dst[mid:end],
+                               m00, m01, m10, m11)  # fmt: skip
+        return
     for start in range(0, size, 2 * step):
         for i0 in range(start, start + step):
             a, b = src[i0], src[i0 + step]
@@ -270,23 +284,24 @@ def run_tape(
 @_jit
 def _measure(psi, x_masks, z_masks, y_phases, out):
     # <psi|P|psi> = i^{#Y} sum_j conj(psi[j ^ x]) psi[j] (-1)^{|j & z|}; the diagonal terms
-    # (x = 0) share one pass over the probabilities.
+    # (x = 0) read the probabilities, one vectorizable loop per term.
     size = psi.shape[0]
     terms = x_masks.shape[0]
-    out[:] = 0.0
+    probs = np.empty(size)
     for j in range(size):
-        p = psi[j].real * psi[j].real + psi[j].imag * psi[j].imag
-        for t in range(terms):
-            if x_masks[t] == 0:
-                out[t] += p * (1.0 - 2.0 * _parity(j & z_masks[t]))
+        probs[j] = psi[j].real * psi[j].real + psi[j].imag * psi[j].imag
     for t in range(terms):
-        x = x_masks[t]
+        x, z = x_masks[t], z_masks[t]
         if x == 0:
+            acc = 0.0
+            for j in range(size):
+                acc += probs[j] * (1 - 2 * _parity(j & z))
+            out[t] = acc
             continue
-        acc = 0j
+        total = 0j
         for j in range(size):
-            acc += psi[j ^ x].conjugate() * psi[j] * (1.0 - 2.0 * _parity(j & z_masks[t]))
-        out[t] = (y_phases[t] * acc).real
+            total += psi[j ^ x].conjugate() * psi[j] * (1 - 2 * _parity(j & z))
+        out[t] = (y_phases[t] * total).real
 
 
 @_jit
