@@ -14,6 +14,7 @@ import math
 import re
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -36,6 +37,8 @@ from backends import (
 )
 from backends.errors import SubmissionUnknownError
 from backends.ionq import IonQBackend
+from backends.ionq.driver import JobSpec, JobState
+from backends.ionq.jobs import JobPolicy, JobRunner
 from backends.simulator.plan import compile_plan
 from backends.simulator.statevector import evolve, probabilities
 
@@ -450,14 +453,97 @@ async def test_jobs_in_flight_stay_under_the_concurrency_limit(emulator: IonQEmu
         result = await ionq.run(Circuit(1).ry(theta, 0), np.linspace(0, 1, 6)[:, None], "Z")
     assert result.expectations is not None
     np.testing.assert_allclose(result.expectations[:, 0], np.cos(np.linspace(0, 1, 6)))
+    # A job is in flight from its POST to the read that found it completed, its last
+    # GET /jobs/{id}: its results are read after it has handed its slot on.
+    log = emulator.requests
+    last_read = {r.path: i for i, r in enumerate(log) if re.fullmatch(r"/jobs/[^/]+", r.path)}
     in_flight = peak = 0
-    for r in emulator.requests:
+    for i, r in enumerate(log):
         if r.method == "POST" and r.path == "/jobs":
             in_flight += 1
-        elif r.path.endswith("/results/probabilities"):
+        elif last_read.get(r.path) == i:
             in_flight -= 1
         peak = max(peak, in_flight)
     assert peak == 2
+
+
+class _OrderDriver:
+    """A driver without a network that logs what the runner asks of it, in order.
+
+    Every job is completed at its first status read. The results of the first ``limit``
+    jobs are held back until job ``j{limit}`` has been submitted: a runner that kept a
+    job's slot while reading its results could never submit it (each wait gives up
+    after 20 s, and the test fails).
+    """
+
+    name = "order"
+
+    def __init__(self, limit: int) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.held: list[bool] = []
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._next_sent = threading.Event()
+
+    def _note(self, what: str, job: str) -> None:
+        with self._lock:
+            self.log.append((what, job))
+
+    def prepare(self, circuit: Circuit, spec: JobSpec) -> str:
+        self._note("built", spec.name)
+        return spec.name
+
+    def submit(self, request: str) -> str:
+        self._note("sent", request)
+        if request == f"j{self._limit}":
+            self._next_sent.set()
+        return request
+
+    def status(self, job_id: str) -> JobState:
+        self._note("ended", job_id)
+        return JobState(job_id, "completed")
+
+    def probabilities(self, state: JobState) -> object:
+        if int(state.id[1:]) < self._limit:
+            self.held.append(self._next_sent.wait(timeout=20))
+        self._note("read", state.id)
+        return {"0": 1.0}
+
+    def cancel(self, job_id: str) -> None:
+        self._note("cancelled", job_id)
+
+    def cost(self, job_id: str) -> object:
+        return {}
+
+    def estimate(self, *args: object) -> float | None:
+        return None
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_a_completed_job_hands_its_slot_on_before_its_results_are_read(limit: int) -> None:
+    driver = _OrderDriver(limit)
+    runner = JobRunner("order", JobPolicy(max_concurrent_jobs=limit))
+    names = [f"j{i}" for i in range(2 * limit + 1)]
+    jobs = [(Circuit(1), JobSpec(target="simulator", shots=1, name=name)) for name in names]
+    ids: list[str] = []
+    try:
+        out = await runner.run(driver, jobs, ids)
+    finally:
+        runner.close()
+    # The first jobs' results were read only once the next job had been sent.
+    assert driver.held == [True] * limit
+    assert len(out) == len(names) and sorted(ids) == sorted(names)
+    log = driver.log
+    first_read = min(log.index(("read", f"j{i}")) for i in range(limit))
+    assert log.index(("sent", f"j{limit}")) < first_read
+    # Requests are built in order, each before its job is sent.
+    assert [job for what, job in log if what == "built"] == names
+    assert all(log.index(("built", name)) < log.index(("sent", name)) for name in names)
+    # Never more than `limit` jobs sent and not yet seen ended.
+    in_flight = 0
+    for what, _ in log:
+        in_flight += {"sent": 1, "ended": -1}.get(what, 0)
+        assert 0 <= in_flight <= limit
 
 
 # ----------------------------------------------------------------------------- credentials

@@ -54,7 +54,7 @@ class CirqDriver:
         self._client.url = api_url
         self._serializer = cirq_ionq.Serializer()
 
-    def submit(self, circuit: Circuit, spec: JobSpec) -> str:
+    def prepare(self, circuit: Circuit, spec: JobSpec) -> tuple[Any, JobSpec]:
         noise: dict[str, Any] | None = None
         if self._target == "simulator":
             noise = {"model": spec.noise_model or "ideal"}
@@ -69,6 +69,10 @@ class CirqDriver:
                 else {"debiasing": spec.error_mitigation},
                 metadata=dict(spec.metadata),
             )
+        return program, spec
+
+    def submit(self, request: tuple[Any, JobSpec]) -> str:
+        program, spec = request
         with _translated("submitting a job", self._reachable):
             # cirq-ionq sends shots (and metadata.shots) as strings.
             response = self._client.create_job(

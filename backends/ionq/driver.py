@@ -147,8 +147,12 @@ class Driver(Protocol):
 
     name: str
 
-    def submit(self, circuit: Circuit, spec: JobSpec) -> str:
-        """Create a job for ``circuit`` (bound, measured on every qubit); return its id."""
+    def prepare(self, circuit: Circuit, spec: JobSpec) -> Any:
+        """What :meth:`submit` sends to create a job for ``circuit`` (bound, measured on
+        every qubit): the serialized request. No network call."""
+
+    def submit(self, request: Any) -> str:
+        """Create the job of a request :meth:`prepare` built; return its id."""
 
     def status(self, job_id: str) -> JobState:
         """The job's current state."""

@@ -87,6 +87,11 @@ class JobRunner:
     ``POST /jobs`` would run, and bill, it twice. Any other failed submission raises
     :class:`SubmissionUnknownError`. A job is cancelled at IonQ when it times out or
     when the task awaiting it is cancelled, even mid-submission.
+
+    At most ``max_concurrent_jobs`` jobs are in flight (submitted and not yet seen
+    ended). A job's request is built before it takes one of those slots, and its
+    results are read after it gives the slot back, so a freed slot goes straight to
+    the next submission.
     """
 
     def __init__(self, name: str, policy: JobPolicy) -> None:
@@ -94,7 +99,9 @@ class JobRunner:
         self.policy = policy
         self._retry = policy.retry
         self._executor: ThreadPoolExecutor | None = None
-        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._gates: dict[
+            asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, asyncio.Semaphore]
+        ] = {}
         self._job_ids: collections.deque[str] = collections.deque(maxlen=100_000)
 
     @property
@@ -116,14 +123,37 @@ class JobRunner:
     ) -> list[Distribution]:
         """Like :meth:`run`, where a job given with an IonQ job id is not submitted: that
         job (created earlier) is waited for and read. New ids are appended to ``ids``."""
-        gate = self._gate()
+        gate, downloads = self._gates_of_loop()
         out: list[Distribution | None] = [None] * len(jobs)
 
+        # Requests are built before their job takes a slot, one at a time and in order,
+        # at most a slot's worth ahead: the first jobs are sent as each is built, and a
+        # slot that frees goes straight to the next one's POST.
+        ahead = asyncio.Semaphore(self.policy.max_concurrent_jobs)
+        building = asyncio.Lock()
+
         async def one(index: int, circuit: Circuit, spec: JobSpec, job_id: str | None) -> None:
-            async with gate:
+            request: object = None
+            if job_id is None:
+                async with ahead:
+                    async with building:
+                        request = await self.in_thread(driver.prepare, circuit, spec)
+                    await gate.acquire()
+            else:
+                await gate.acquire()
+            try:
                 if job_id is None:
-                    job_id = await self._submit(driver, circuit, spec, ids)
-                out[index] = await self._collect(driver, circuit, job_id)
+                    job_id = await self._submit(driver, request, spec, ids)
+                state = await self._finished(driver, job_id)
+            finally:
+                gate.release()
+            # Completed at IonQ, the job holds no slot there: the next one is submitted
+            # while its results download (under a limit of their own).
+            async with downloads:
+                data = await self.call(
+                    driver.probabilities, state, idempotent=True, operation="results"
+                )
+            out[index] = parse_distribution(data, circuit.num_qubits, job_id)
 
         # A failing job cancels its siblings, and each cancels its remote job.
         try:
@@ -136,10 +166,10 @@ class JobRunner:
             raise first from first.__cause__
         return [d for d in out if d is not None]
 
-    async def _collect(self, driver: Driver, circuit: Circuit, job_id: str) -> Distribution:
-        """Wait for a created job and read its result; cancel it if the wait is abandoned."""
+    async def _finished(self, driver: Driver, job_id: str) -> JobState:
+        """Wait for a created job to complete; cancel it if the wait is abandoned."""
         try:
-            state = await self._wait(driver, job_id)
+            return await self._wait(driver, job_id)
         except JobFailedError as exc:
             if isinstance(exc, JobTimeoutError):
                 await asyncio.shield(self._cancel(driver, job_id))
@@ -148,10 +178,8 @@ class JobRunner:
             # Shielded: a cancelled task still gets its remote job cancelled.
             await asyncio.shield(self._cancel(driver, job_id))
             raise
-        data = await self.call(driver.probabilities, state, idempotent=True, operation="results")
-        return parse_distribution(data, circuit.num_qubits, job_id)
 
-    async def _submit(self, driver: Driver, circuit: Circuit, spec: JobSpec, ids: list[str]) -> str:
+    async def _submit(self, driver: Driver, request: object, spec: JobSpec, ids: list[str]) -> str:
         def record(job_id: str) -> str:
             ids.append(job_id)
             self._job_ids.append(job_id)
@@ -162,7 +190,7 @@ class JobRunner:
         timeout = self.policy.request_timeout_s
 
         async def once() -> str:
-            call = self.in_thread(driver.submit, circuit, spec)
+            call = self.in_thread(driver.submit, request)
             report_submission(call)  # a job may exist from now on, before its id is known
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
@@ -273,18 +301,21 @@ class JobRunner:
     def in_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` on the runner's pool (the clients block)."""
         if self._executor is None:
+            # A thread for each job in flight and each download, and two for the rest.
             self._executor = ThreadPoolExecutor(
-                self.policy.max_concurrent_jobs + 2, thread_name_prefix="qdb-ionq"
+                2 * self.policy.max_concurrent_jobs + 2, thread_name_prefix="qdb-ionq"
             )
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _gate(self) -> asyncio.Semaphore:
+    def _gates_of_loop(self) -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+        """The limits on jobs in flight at IonQ and on result downloads at once."""
         loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:  # a semaphore belongs to one event loop
-            gate = asyncio.Semaphore(self.policy.max_concurrent_jobs)
-            self._gates = {loop: gate}
-        return gate
+        gates = self._gates.get(loop)
+        if gates is None:  # a semaphore belongs to one event loop
+            limit = self.policy.max_concurrent_jobs
+            gates = (asyncio.Semaphore(limit), asyncio.Semaphore(limit))
+            self._gates = {loop: gates}
+        return gates
 
     def close(self) -> None:
         executor, self._executor = self._executor, None

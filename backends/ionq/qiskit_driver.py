@@ -52,6 +52,7 @@ def load_sdk() -> None:
     import_sdk("qiskit_ionq", "qiskit-ionq")
     import_sdk("qiskit_ionq.ionq_job", "qiskit-ionq")
     import_sdk("qiskit_ionq.constants", "qiskit-ionq")
+    import_sdk("qiskit_ionq.helpers", "qiskit-ionq")
 
 
 def _once(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,13 +87,13 @@ class QiskitDriver:
             raise BackendError(f"qiskit-ionq could not set up {target}: {exc}") from exc
         from qiskit_ionq.ionq_client import IonQClient
 
-        self._submit = _once(IonQClient.submit_job)
         self._retrieve = _once(IonQClient.retrieve_job)
         self._results = _once(IonQClient.get_results)
         self._cancel = _once(IonQClient.cancel_job)
 
-    def submit(self, circuit: Circuit, spec: JobSpec) -> str:
+    def prepare(self, circuit: Circuit, spec: JobSpec) -> str:
         from qiskit_ionq.constants import ErrorMitigation
+        from qiskit_ionq.helpers import qiskit_to_ionq
         from qiskit_ionq.ionq_job import IonQJob
 
         args: dict[str, Any] = {
@@ -117,9 +118,30 @@ class QiskitDriver:
         job = IonQJob(
             self._backend, None, self._client, circuit=circuit.to_qiskit(), passed_args=args
         )
+        # IonQClient.submit_job serializes the job and posts it in one call; here they are
+        # its two halves, so that the job can be serialized before it has a slot.
+        with _translated("serializing the circuit"):
+            body: str = qiskit_to_ionq(
+                job.circuit,
+                job.backend(),
+                job._passed_args,
+                job.extra_query_params,
+                job.extra_metadata,
+            )
+        return body
+
+    def submit(self, request: str) -> str:
+        import requests
+        from qiskit_ionq.exceptions import IonQAPIError
+
+        client = self._client
         with _translated("submitting a job"):
-            response = self._submit(self._client, job)
-        return str(response["id"])
+            # IonQClient.submit_job's POST, its headers and its errors.
+            response = requests.post(
+                client.make_path("jobs"), data=request, headers=client.api_headers, timeout=30
+            )
+            IonQAPIError.raise_for_status(response)
+            return str(response.json()["id"])
 
     def status(self, job_id: str) -> JobState:
         with _translated(f"reading job {job_id}"):
