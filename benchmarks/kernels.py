@@ -8,7 +8,9 @@ a C/C++ extension. This script measures both on the same work, in one run:
 * the adjoint step through one qubit (``adjoint_step``: the overlaps of ``lambda`` with
   ``psi`` over the qubit's pairs, then the inverse applied to both states);
 * numba's start-up in a fresh process: compiling every kernel with an empty cache, and
-  loading them from the cache (what every later process pays).
+  loading them from the cache (what every later process pays);
+* the overhead of a small run: ``await sim.run(...)`` of a cached 4-qubit, 2-layer
+  circuit with 32 bindings against the compiled tape call alone (its arithmetic).
 
 The C versions are written here (not in the package), compiled with
 ``cc -O3 -march=native -shared -fPIC`` and called through ctypes, one thread like the
@@ -104,6 +106,41 @@ def startup(cache: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def small_run() -> tuple[float, float]:
+    """Seconds per cached 4-qubit, 32-binding ``run`` and per tape call inside it."""
+    import asyncio
+
+    from backends import SimulatorBackend
+    from backends.simulator.tape import tape_term_values
+    from backends.templates import hardware_efficient_circuit, z_observables
+
+    circuit = hardware_efficient_circuit(4, 2)
+    values = np.random.default_rng(0).uniform(0, 1, (32, circuit.num_parameters))
+    obs = z_observables(4)
+
+    async def measure() -> tuple[float, float]:
+        async with SimulatorBackend() as sim:
+            for _ in range(50):
+                await sim.run(circuit, values, observables=obs)
+            start = time.perf_counter()
+            for _ in range(REPEATS * 5):
+                await sim.run(circuit, values, observables=obs)
+            whole = (time.perf_counter() - start) / (REPEATS * 5)
+            tape = sim._tape(circuit, sim._plan(circuit)[0])
+            assert tape is not None
+            measurement = sim._measurement(
+                4, tuple(sim.validate(circuit, values, obs).observables or ())
+            )
+            out = np.empty((32, len(measurement.terms)))
+            order = np.arange(32, dtype=np.int64)
+            arithmetic = per_call(
+                lambda: tape_term_values(tape, values, measurement, order, False, out)
+            )
+            return whole, arithmetic
+
+    return asyncio.run(measure())
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     size = 1 << QUBITS
@@ -163,6 +200,7 @@ def main() -> None:
             rows.append((f"adjoint step, qubit {qubit}", t_numba, t_c))
         cold = startup(Path(tmp) / "numba-cache")  # empty: compiles everything
         warm = startup(Path(tmp) / "numba-cache")  # the same cache: loads it
+    whole, arithmetic = small_run()
     lines = [
         f"| kernel ({QUBITS} qubits, one thread) | numba µs | C µs | numba / C |",
         "|---|---:|---:|---:|",
@@ -175,8 +213,10 @@ def main() -> None:
         f"{REPEATS} calls; C by `cc -O3 -march=native -fcx-limited-range` through ctypes.\n\n"
         + "\n".join(lines)
         + f"\n\nnumba start-up in a fresh process: {cold:.1f} s compiling every kernel "
-        f"(empty cache), {warm:.2f} s loading them from the cache. "
-        f"Load average at the end: {load:.2f}.\n"
+        f"(empty cache), {warm:.2f} s loading them from the cache.\n\n"
+        f"A cached 4-qubit, 32-binding `run`: {whole * 1e6:.0f} µs, of which the tape call "
+        f"(the arithmetic) {arithmetic * 1e6:.0f} µs: {(whole - arithmetic) * 1e6:.0f} µs "
+        f"of overhead. Load average at the end: {load:.2f}.\n"
     )
     print(text)
     out_path = ROOT / "benchmarks/results/kernels.md"
