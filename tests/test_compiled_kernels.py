@@ -10,6 +10,7 @@ prefixes are checked on the rows of a parameter-shift batch, and the switch itse
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from backends.errors import BackendError
 from backends.gates import GATES
 from backends.observables import Observable
 from backends.simulator import SimulatorBackend
-from backends.simulator.kernels import compiled_enabled, use_kernels
+from backends.simulator.kernels import compiled_enabled, use_kernels, warm
 from backends.simulator.plan import compile_plan
 from backends.simulator.statevector import evolve
 from backends.simulator.tape import compile_tape
@@ -106,6 +107,9 @@ async def test_the_tape_shares_prefixes_of_a_parameter_shift_batch() -> None:
 
 
 async def test_a_long_tape_run_leaves_the_event_loop_free() -> None:
+    # Compiled first, in a thread: numba's compiler holds the GIL, which a cold first call
+    # would show as a stall of the loop (a one-off per machine, not the run's).
+    await asyncio.to_thread(warm)
     circuit = hardware_efficient_circuit(12, 3)
     values = np.random.default_rng(0).uniform(0, 1, (3000, circuit.num_parameters))
     async with SimulatorBackend() as sim:
