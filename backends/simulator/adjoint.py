@@ -107,9 +107,9 @@ def _compiled_vjp(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """:func:`adjoint_vjp` on the compiled kernels: ``psi`` ``[B, N]`` the final states.
 
-    ``psi`` and ``lambda`` are kept as two arrays of contiguous rows (the kernels' layout)
-    and each qubit of a block is one pass of :func:`kernels.adjoint_step`: the overlaps with
-    that qubit's generators and the inverse of its gates on both states at once.
+    ``psi`` and ``lambda`` are kept as two arrays of contiguous rows (the kernels' layout);
+    a block is one :func:`kernels.adjoint_factors` call, one pass per qubit: the overlaps
+    with that qubit's generators and the inverse of its gates on both states at once.
     """
     n = plan.num_qubits
     b, p = values.shape
