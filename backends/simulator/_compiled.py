@@ -118,6 +118,8 @@ def adjoint_step(psi, lam, qubit, dagger, generators, out):
                 _step_pairs(p[start:lo], p[lo:hi], q[start:lo], q[lo:hi],
                             d00, d01, d10, d11, sums)  # fmt: skip
         else:
+            # _step_pairs' loop inlined: slices of fewer than _SLICED_STEP amplitudes cost
+            # more than the pairs they hold (the same split as apply_one's).
             s00 = 0j
             s01 = 0j
             s10 = 0j

@@ -401,12 +401,7 @@ class SimulatorBackend(Backend):
         request = self.validate(circuit, parameter_values, observables)
         if request.observables is None or not request.observables:
             raise BackendError("adjoint differentiation needs at least one observable")
-        p = circuit.num_parameters
-        wanted = sorted(set(range(p) if wrt is None else (int(i) for i in wrt)))
-        if any(not 0 <= i < p for i in wanted):
-            raise BackendError(f"wrt must list parameter indices in 0..{p - 1}, got {wrt!r}")
-        if self._closed:
-            raise BackendError("this SimulatorBackend is closed; create a new one")
+        wanted = self._wanted(circuit, wrt)
         values = request.parameter_values
         obs = request.observables
         b, k = values.shape[0], len(obs)
@@ -460,11 +455,22 @@ class SimulatorBackend(Backend):
         with _BLAS:
             parts = await asyncio.gather(*(one(g, o) for g, o in tasks))
         expectations = np.empty((b, k))
-        jacobian = np.empty((b, k, p))
+        jacobian = np.empty((b, k, circuit.num_parameters))
         for (g, o), (e, j) in zip(tasks, parts, strict=True):
             expectations[np.ix_(g, o)] = e
             jacobian[np.ix_(g, o)] = j
         return expectations, jacobian
+
+    def _wanted(self, circuit: Circuit, wrt: Sequence[int] | None) -> list[int]:
+        """The parameter indices to differentiate (all by default), checked; and that this
+        backend is still open."""
+        p = circuit.num_parameters
+        wanted = sorted(set(range(p) if wrt is None else (int(i) for i in wrt)))
+        if any(not 0 <= i < p for i in wanted):
+            raise BackendError(f"wrt must list parameter indices in 0..{p - 1}, got {wrt!r}")
+        if self._closed:
+            raise BackendError("this SimulatorBackend is closed; create a new one")
+        return wanted
 
     def supports_derivatives(self, method: str, shots: int | None = None) -> bool:
         """Everything the engine samples, and exact ``"adjoint"`` and ``"vjp"`` without shots."""
@@ -504,12 +510,7 @@ class SimulatorBackend(Backend):
             )
         if not np.all(np.isfinite(c)):
             raise BackendError("cotangents must be finite (no NaN or infinity)")
-        p = circuit.num_parameters
-        wanted = sorted(set(range(p) if wrt is None else (int(i) for i in wrt)))
-        if any(not 0 <= i < p for i in wanted):
-            raise BackendError(f"wrt must list parameter indices in 0..{p - 1}, got {wrt!r}")
-        if self._closed:
-            raise BackendError("this SimulatorBackend is closed; create a new one")
+        wanted = self._wanted(circuit, wrt)
         if circuit.num_qubits <= DENSE_MAX_QUBITS and self._dtype == np.complex128:
             expectations, jacobian = await self._dense_jacobian(circuit, values, obs, wanted)
             return expectations, np.einsum("bk,bkp->bp", c, jacobian)

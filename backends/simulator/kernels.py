@@ -28,12 +28,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BackendError
+
+if TYPE_CHECKING:  # statevector imports this module
+    from .statevector import PauliMeasurement
 
 __all__ = ["KernelChoice", "compiled_enabled", "use_kernels"]
 
@@ -95,11 +98,11 @@ def gather(
 
 def apply_observable(
     psi: States,
-    measurement: Any,
+    measurement: PauliMeasurement,
     coefficients: NDArray[np.float64],
 ) -> tuple[States, NDArray[np.float64]]:
     """``(lam, term values)``: ``lam[u] = sum_t c[u, t] P_t psi[u]`` for the Pauli terms
-    of ``measurement`` (a :class:`~.statevector.PauliMeasurement`) and each term's
+    of ``measurement`` and each term's
     expectation ``[U, T]``, in one compiled pass per non-diagonal term."""
     lam = np.empty_like(psi)
     values = np.empty((psi.shape[0], measurement.x_masks.shape[0]))
@@ -122,28 +125,14 @@ def adjoint_factors(
     daggers: States,
     generators: States,
 ) -> NDArray[np.float64]:
-    """:func:`adjoint_step` for every factor of a block in one call: factor ``f`` on qubit
-    ``qubits[f]`` with ``daggers[f]`` and ``generators[f]``; overlaps ``[F, U, G]``."""
+    """One block's step of the backward walk, in place, for every row of ``psi``/``lam``.
+
+    Factor ``f`` acts on qubit ``qubits[f]``: its overlaps ``Re <lam|h_g|psi>`` with each
+    generator ``h_g`` (``generators[f]``, ``[G, 1|U, 2, 2]``) are measured, then its
+    inverse (``daggers[f]``, ``[1|U, 2, 2]``) is applied to both states. Returns the
+    overlaps ``[F, U, G]``."""
     out = np.zeros((qubits.shape[0], psi.shape[0], generators.shape[1]))
     kernels().adjoint_factors(psi, lam, qubits, daggers, generators, out)
-    return out
-
-
-def adjoint_step(
-    psi: States,
-    lam: States,
-    qubit: int,
-    dagger: States,
-    generators: States,
-) -> NDArray[np.float64]:
-    """One qubit's step of the backward walk, in place, for every row of ``psi``/``lam``.
-
-    Returns ``Re <lam|h_g|psi>`` ``[U, G]`` for each generator ``h_g`` (``generators``
-    ``[G, 1|U, 2, 2]`` acting on ``qubit``), measured before ``dagger`` (``[1|U, 2, 2]``,
-    the inverse of the qubit's gates) is applied to both ``psi`` and ``lam``.
-    """
-    out = np.zeros((psi.shape[0], generators.shape[0]))
-    kernels().adjoint_step(psi, lam, qubit, dagger, generators, out)
     return out
 
 
@@ -171,7 +160,13 @@ def warm() -> float:
         apply_factors(rows, np.array([1, 0]), np.broadcast_to(np.eye(2), (2, 1, 2, 2)))
         gather(rows, rows.copy(), np.arange(4), None)
         gather(rows, rows.copy(), np.arange(4), np.ones(4, dtype=np.complex128))
-        adjoint_step(rows, rows.copy(), 0, np.eye(2)[None] + 0j, np.zeros((1, 1, 2, 2)) + 0j)
+        adjoint_factors(
+            rows,
+            rows.copy(),
+            np.array([0]),
+            np.eye(2, dtype=np.complex128)[None, None],
+            np.zeros((1, 1, 1, 2, 2), dtype=np.complex128),
+        )
 
     started = time.perf_counter()
     asyncio.run(exercise())
