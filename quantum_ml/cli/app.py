@@ -14,7 +14,7 @@ import typer
 
 from backends.errors import QuantumDBError
 
-from . import catalog, runs, setup, train, views
+from . import catalog, hpo, runs, setup, train, views
 from .common import URL_HELP, state
 
 __all__ = ["app", "main"]
@@ -79,6 +79,7 @@ catalog.register(app)
 runs.register(app)
 views.register(app)
 train.register(app)
+hpo.register(app)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,10 +9,15 @@
 * ``/api/runs``: :meth:`RunSummary.to_dict` of every run, newest first;
 * ``/api/runs/{run_id}``: :func:`~quantum_ml.monitoring.dashboard.dashboard_data`
   (``{"report": ..., "figures": [...], "omitted": [...]}``);
+* ``/studies``: the hyperparameter studies (:func:`~quantum_ml.hpo.list_studies`);
+* ``/studies/{name}``: a study's settings, best trial and trials, each linked to its run's
+  page (a trial's run page links back to its study);
+* ``/api/studies``, ``/api/studies/{name}``: the same as JSON (the list, and
+  :meth:`~quantum_ml.hpo.StudyReport.to_json`);
 * ``/static/plotly.min.js``: plotly.js as bundled with the ``plotly`` package (nothing is
   loaded from a CDN).
 
-An unknown run answers 404 (JSON under ``/api``, HTML otherwise). The app opens the
+An unknown run or study answers 404 (JSON under ``/api``, HTML otherwise). The app opens the
 database once, read-only (``QuantumDatabase(url, create=False)``: nothing is created),
 for its whole lifespan, and answers every request on that connection.
 """
@@ -26,7 +31,7 @@ import json
 import socket
 import threading
 import webbrowser
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
+
+    from quantum_ml.hpo import StudyReport
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_port_free", "create_app", "serve"]
 
@@ -117,11 +124,100 @@ def _run_list_page(runs: list[RunSummary]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>qdb: runs</title>\n<style>{_LIST_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>Runs</h1>\n{table}\n"
+        f'<h1>Runs</h1>\n<p><a href="/studies">hyperparameter studies</a></p>\n{table}\n'
         "<p>Best metric: the lowest val_loss, else the lowest train_loss, else the lowest "
         "loss, else the highest val_accuracy, else the lowest relative_entropy. Cost: the "
         "actual costs of the run's jobs.</p>\n</body>\n</html>\n"
     )
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_LIST_STYLE}</style>\n</head>\n"
+        f'<body>\n<p><a href="/">&larr; all runs</a></p>\n{body}\n</body>\n</html>\n'
+    )
+
+
+def _study_link(name: str) -> str:
+    return f"/studies/{quote(name, safe='')}"
+
+
+def _study_list_page(studies: list[dict[str, Any]]) -> str:
+    esc = html.escape
+    rows = [
+        f'<tr><td><a href="{esc(_study_link(s["study"]))}">{esc(s["study"])}</a></td>'
+        f"<td>{esc(s['direction'])}</td><td class=num>{s['trials']}</td>"
+        f"<td>{esc(', '.join(f'{k} {n}' for k, n in sorted(s['counts'].items())) or '-')}</td>"
+        f"<td>{'yes' if s['qdb'] else 'no'}</td></tr>"
+        for s in studies
+    ]
+    table = (
+        '<table id="qdb-studies"><tr><th>study</th><th>direction</th><th>trials</th>'
+        "<th>states</th><th>qdb study</th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else "<p>No studies yet.</p>"
+    )
+    return _page("qdb: studies", f"<h1>Studies</h1>\n{table}")
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _study_page(report: StudyReport) -> str:
+    esc = html.escape
+    data = report.to_json()
+
+    def run_cell(run_id: str | None) -> str:
+        if run_id is None:
+            return "-"
+        return f'<a href="/runs/{esc(quote(run_id, safe=""))}">{esc(run_id)}</a>'
+
+    def params(values: Mapping[str, Any]) -> str:
+        return esc(", ".join(f"{k}={v}" for k, v in values.items()) or "-")
+
+    version = "" if data["dataset_version"] is None else f" v{data['dataset_version']}"
+    n_trials = "the whole grid" if data["n_trials"] is None else f"{data['n_trials']} trials"
+    budget = "" if data["budget_usd"] is None else f", budget ${data['budget_usd']:.4f}"
+    settings = (
+        f"{data['metric']} ({data['mode']}), sampler {data['sampler']}, pruner "
+        f"{data['pruner']}, dataset {data['dataset']}{version}, {n_trials}{budget}; "
+        f"spent ${data['spent_usd']:.4f}"
+    )
+    best = data["best"]
+    best_text = (
+        "No completed trial yet."
+        if best is None
+        else f"Best: trial {best['number']}, {esc(data['metric'])} {_value(best['value'])}, "
+        f"{params(best['params'])}, run {run_cell(best['run_id'])}"
+    )
+    rows = [
+        f"<tr><td class=num>{t['number']}</td><td>{esc(t['state'])}</td>"
+        f"<td class=num>{_value(t['value'])}</td><td>{params(t['params'])}</td>"
+        f"<td class=num>${t['cost_usd']:.4f}</td><td>{run_cell(t['run_id'])}</td>"
+        f'<td class="status-{esc(t["run_status"] or "")}">{esc(t["run_status"] or "-")}</td>'
+        "</tr>"
+        for t in data["trials"]
+    ]
+    table = (
+        '<table id="qdb-trials"><tr><th>trial</th><th>state</th><th>value</th><th>params</th>'
+        "<th>cost</th><th>run</th><th>run status</th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else "<p>No trials yet.</p>"
+    )
+    return _page(
+        f"qdb: study {report.name}",
+        f'<p><a href="/studies">all studies</a></p>\n<h1>Study {esc(report.name)}</h1>\n'
+        f'<p id="qdb-settings">{esc(settings)}</p>\n<p id="qdb-best">{best_text}</p>\n{table}',
+    )
+
+
+def _study_of(config: Mapping[str, Any]) -> str | None:
+    """The study of a trial's run (``config["hpo"]["study"]``), if it is one."""
+    hpo = config.get("hpo")
+    study = hpo.get("study") if isinstance(hpo, Mapping) else None
+    return study if isinstance(study, str) and study else None
 
 
 def create_app(url: str) -> Starlette:
@@ -172,7 +268,46 @@ def create_app(url: str) -> Starlette:
             poll_url=f"/api/runs/{quote(run_id, safe='')}",
             back_link="/",
         )
+        study = _study_of(report.run.config)
+        if study is not None:
+            trial = report.run.config["hpo"].get("trial")
+            what = f"trial {trial} of study" if isinstance(trial, int) else "a trial of study"
+            link = (
+                f'<p id="qdb-study">{html.escape(what)} <a href="'
+                f'{html.escape(_study_link(study))}">{html.escape(study)}</a></p>\n'
+            )
+            page = page.replace("<h1>", link + "<h1>", 1)
         return _html(page)
+
+    async def studies_page(request: Request) -> Response:
+        from quantum_ml.hpo import list_studies
+
+        return _html(_study_list_page(await list_studies(db_of(request))))
+
+    async def api_studies(request: Request) -> Response:
+        from quantum_ml.hpo import list_studies
+
+        return _json(await list_studies(db_of(request)))
+
+    async def study_page(request: Request) -> Response:
+        from quantum_ml.hpo import HPOError, study_report
+
+        name = request.path_params["name"]
+        try:
+            report = await study_report(db_of(request), name)
+        except HPOError as exc:
+            return _html(_not_found_page(str(exc)), status_code=404)
+        return _html(_study_page(report))
+
+    async def api_study(request: Request) -> Response:
+        from quantum_ml.hpo import HPOError, study_report
+
+        name = request.path_params["name"]
+        try:
+            report = await study_report(db_of(request), name)
+        except HPOError as exc:
+            return _json({"error": str(exc), "study": name}, status_code=404)
+        return _json(report.to_json())
 
     async def plotly_script(request: Request) -> Response:
         if not plotly_js:
@@ -194,6 +329,10 @@ def create_app(url: str) -> Starlette:
             Route("/runs/{run_id}", run_page, methods=get),
             Route("/api/runs", api_runs, methods=get),
             Route("/api/runs/{run_id}", api_run, methods=get),
+            Route("/studies", studies_page, methods=get),
+            Route("/studies/{name}", study_page, methods=get),
+            Route("/api/studies", api_studies, methods=get),
+            Route("/api/studies/{name}", api_study, methods=get),
             Route("/static/plotly.min.js", plotly_script, methods=get),
         ],
         lifespan=lifespan,
