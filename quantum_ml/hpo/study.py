@@ -50,6 +50,7 @@ from ..errors import HPOError
 from ..models import Entanglement, QuantumModel, Readout
 from ..training.callbacks import Callback, TrainingContext
 from ..training.trainer import QuantumTrainer
+from .space import MODEL_HYPERPARAMETERS
 from .spec import StudySpec
 from .storage import Heartbeat, open_storage, optuna_url, prepare_storage, study_lock
 
@@ -283,19 +284,17 @@ async def _check_no_runs_named_like(db: QuantumDatabase, name: str) -> None:
 
 
 # ---------------------------------------------------------------------- samplers
-class _Grid:
+def _grid_sampler(spec: StudySpec) -> Any:
     """Optuna's GridSampler without its stop: outside ``optimize`` ``study.stop()`` raises,
-    and the worker counts the trials itself."""
+    and the worker counts the trials itself. One seed for every trial: the grid's order
+    (and its points' ids) follow it."""
+    from optuna.samplers import GridSampler
 
-    @staticmethod
-    def make(spec: StudySpec, seed: int) -> Any:
-        from optuna.samplers import GridSampler
+    class GridWithoutStop(GridSampler):
+        def after_trial(self, *args: Any, **kwargs: Any) -> None:
+            return None
 
-        class GridWithoutStop(GridSampler):
-            def after_trial(self, *args: Any, **kwargs: Any) -> None:
-                return None
-
-        return GridWithoutStop(spec.space.grid(), seed=seed)
+    return GridWithoutStop(spec.space.grid(), seed=spec.seed)
 
 
 def _sampler(spec: StudySpec, salt: int) -> Any:
@@ -308,8 +307,7 @@ def _sampler(spec: StudySpec, salt: int) -> Any:
     from optuna import samplers
 
     if spec.sampler == "grid":
-        # One seed for every trial: the grid's order (and its points' ids) follow it.
-        return _Grid.make(spec, spec.seed)
+        return _grid_sampler(spec)
     seed = (spec.seed * 1_000_003 + salt) % 2**32
     if spec.sampler == "random":
         return samplers.RandomSampler(seed=seed)
@@ -355,8 +353,7 @@ class OptunaPruning(Callback):
 
 
 def _default_model(spec: StudySpec, params: Params, info: DatasetInfo) -> QuantumModel:
-    settings = {**spec.model, **{k: v for k, v in params.items() if k in spec.model or k in (
-        "layers", "entanglement", "readout")}}  # fmt: skip
+    settings = {**spec.model, **{k: v for k, v in params.items() if k in MODEL_HYPERPARAMETERS}}
     encoder = QuantumDataEncoder.from_contract(info.encoding) if info.encoding else None
     n_qubits = (encoder.n_qubits if encoder is not None else None) or info.dim
     classify = info.label_kind == "class"
