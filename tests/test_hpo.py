@@ -305,7 +305,7 @@ async def test_a_study_with_another_space_is_refused_and_kept(database_url: str)
 
 async def test_a_worker_on_a_database_without_the_study(tmp_path: Path) -> None:
     async with QuantumDatabase(sqlite_url(tmp_path)).connect() as db:
-        with pytest.raises(HPOError, match="no study 'ghost'.*qdb hpo create ghost"):
+        with pytest.raises(HPOError, match=r"no study 'ghost'.*qdb hpo create ghost"):
             await run_worker(db, "ghost")
         assert not (tmp_path / "hpo.optuna.sqlite").exists()  # nothing created
         await store(db)
@@ -344,7 +344,7 @@ def test_toml_spec(tmp_path: Path) -> None:
     with pytest.raises(HPOError, match="unknown tables"):
         StudySpec.from_toml(path)
     path.write_text('[study]\ndataset = "tiny"\nn_trial = 2\n[space]\nlayers = [1]\n')
-    with pytest.raises(HPOError, match="unknown .study. settings"):
+    with pytest.raises(HPOError, match=r"unknown .study. settings"):
         StudySpec.from_toml(path)
     path.write_text('[study]\ndataset = "tiny"\nn_trials = 2\n[space]\nlayers = [1]\n'
                     '[training]\nlayers = 2\n')  # fmt: skip
