@@ -344,7 +344,7 @@ def test_toml_spec(tmp_path: Path) -> None:
     with pytest.raises(HPOError, match="unknown tables"):
         StudySpec.from_toml(path)
     path.write_text('[study]\ndataset = "tiny"\nn_trial = 2\n[space]\nlayers = [1]\n')
-    with pytest.raises(HPOError, match=r"unknown .study. settings"):
+    with pytest.raises(HPOError, match=r"unknown \[study\] settings \['n_trial'\]"):
         StudySpec.from_toml(path)
     path.write_text('[study]\ndataset = "tiny"\nn_trials = 2\n[space]\nlayers = [1]\n'
                     '[training]\nlayers = 2\n')  # fmt: skip
